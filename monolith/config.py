@@ -1,0 +1,261 @@
+"""Settings, read once from the environment (and a ``.env`` file) into typed objects.
+
+Every default runs on a laptop with no external services: SQLite and the disk cache under
+``./var``. Nothing here connects to anything; :func:`monolith.app.create_app` does that.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from monolith.errors import ConfigError
+
+Env = Literal["development", "production", "test"]
+
+DEFAULT_RATE_LIMITS = "login=10/minute,signup=5/minute,orders=60/minute,api=1200/minute"
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``count`` requests per ``period`` seconds."""
+
+    count: int
+    period: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    run_jobs: Literal["auto", "no"] = "auto"
+    # Seconds granian waits for in-flight requests on stop; systemd's TimeoutStopSec is above it.
+    graceful_timeout: int = 20
+    # Addresses whose X-Forwarded-For is believed (Caddy on the same box by default).
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    # How many instances (boxes) serve this app; `doctor` fails when state is per box and this > 1.
+    instances: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    url: str = ""
+    # SQLite only: NORMAL is durable across process crashes, FULL across power loss.
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    busy_timeout_ms: int = 5000
+    readers: int = 2
+    pool_size: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    url: str = ""
+    size_limit_mb: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    secret_key: str = ""
+    admin_token: str | None = None
+    rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = "info"
+    format: Literal["console", "json"] = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    env: Env = "development"
+    data_dir: Path = Path("var")
+    server: ServerSettings = field(default_factory=ServerSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    # Where pub/sub lives; empty means "with the database".
+    channels_url: str = ""
+    metrics_dir: Path | None = None
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.data_dir / "backups"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some top-level fields replaced (for tests and CLI flags)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse a ``.env`` file: ``KEY=value`` lines, ``#`` comments, optional quotes."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ")
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ConfigError(f"{path}:{lineno}: expected KEY=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def parse_rate_limits(text: str) -> dict[str, RateLimit]:
+    """``login=10/minute,api=1200/minute`` -> {name: RateLimit}."""
+    limits: dict[str, RateLimit] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        m = re.fullmatch(r"([a-z_]+)\s*=\s*(\d+)\s*/\s*(\d*)\s*(second|minute|hour|day)s?", part)
+        if not m:
+            raise ConfigError(
+                f"MONOLITH_RATE_LIMITS: cannot read {part!r}; expected like 'login=10/minute'"
+            )
+        name, count, mult, unit = m.groups()
+        limits[name] = RateLimit(int(count), int(mult or 1) * _PERIODS[unit])
+    return limits
+
+
+def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(key, "").strip().lower() or default
+    if value not in choices:
+        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def parse_workers(raw: str) -> int:
+    """``auto`` means one worker per CPU."""
+    if raw.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"workers: expected a number or 'auto', got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"workers: must be at least 1, got {value}")
+    return value
+
+
+def _secret_key(env: Env, data_dir: Path, given: str) -> str:
+    if given:
+        return given
+    if env == "production":
+        raise ConfigError(
+            "MONOLITH_SECRET_KEY is required in production "
+            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+    # Development: a key generated once into the data dir, so sessions survive restarts.
+    path = data_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker wrote it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    return key
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
+) -> Settings:
+    """Read ``MONOLITH_*`` settings; the process environment wins over ``.env``."""
+    env_map: dict[str, str] = {}
+    if dotenv is not None:
+        env_map.update(read_dotenv(dotenv))
+    env_map.update(os.environ if environ is None else environ)
+
+    app_env = _choice(env_map, "MONOLITH_ENV", "development", ("development", "production", "test"))
+    data_dir = Path(env_map.get("MONOLITH_DATA_DIR") or "var").expanduser().absolute()
+    db_url = env_map.get("MONOLITH_DATABASE_URL") or f"sqlite:///{data_dir / 'monolith.db'}"
+    cache_url = env_map.get("MONOLITH_CACHE_URL") or f"disk://{data_dir / 'cache'}"
+    metrics_dir_raw = env_map.get("MONOLITH_METRICS_DIR") or env_map.get("PROMETHEUS_MULTIPROC_DIR")
+    log_format_default = "console" if sys.stderr.isatty() else "json"
+    proxies = env_map.get("MONOLITH_TRUSTED_PROXIES", "127.0.0.1,::1")
+
+    server = ServerSettings(
+        host=env_map.get("MONOLITH_HOST") or "127.0.0.1",
+        port=_int(env_map, "MONOLITH_PORT", 8000, minimum=0),
+        workers=parse_workers(env_map.get("MONOLITH_WORKERS") or "1"),
+        run_jobs="no" if _choice(env_map, "MONOLITH_RUN_JOBS", "auto", ("auto", "no")) == "no" else "auto",
+        graceful_timeout=_int(env_map, "MONOLITH_GRACEFUL_TIMEOUT", 20, minimum=1),
+        trusted_proxies=tuple(p.strip() for p in proxies.split(",") if p.strip()),
+        instances=_int(env_map, "MONOLITH_INSTANCES", 1, minimum=1),
+    )
+    database = DatabaseSettings(
+        url=db_url,
+        sqlite_synchronous="FULL"
+        if _choice(env_map, "MONOLITH_SQLITE_SYNCHRONOUS", "normal", ("normal", "full")) == "full"
+        else "NORMAL",
+        busy_timeout_ms=_int(env_map, "MONOLITH_DB_BUSY_TIMEOUT_MS", 5000, minimum=0),
+        readers=_int(env_map, "MONOLITH_DB_READERS", 2, minimum=1),
+        pool_size=_int(env_map, "MONOLITH_DB_POOL_SIZE", 10, minimum=1),
+    )
+    cache = CacheSettings(
+        url=cache_url, size_limit_mb=_int(env_map, "MONOLITH_CACHE_SIZE_MB", 512, minimum=1)
+    )
+    security = SecuritySettings(
+        secret_key=_secret_key(app_env, data_dir, env_map.get("MONOLITH_SECRET_KEY", "")),  # type: ignore[arg-type]
+        admin_token=env_map.get("MONOLITH_ADMIN_TOKEN") or None,
+        rate_limits=parse_rate_limits(env_map.get("MONOLITH_RATE_LIMITS") or DEFAULT_RATE_LIMITS),
+    )
+    log = LogSettings(
+        level=_choice(
+            env_map, "MONOLITH_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
+        ),
+        format="console"
+        if _choice(env_map, "MONOLITH_LOG_FORMAT", log_format_default, ("console", "json"))
+        == "console"
+        else "json",
+    )
+    return Settings(
+        env=app_env,  # type: ignore[arg-type]
+        data_dir=data_dir,
+        server=server,
+        database=database,
+        cache=cache,
+        security=security,
+        log=log,
+        channels_url=env_map.get("MONOLITH_CHANNELS_URL", ""),
+        metrics_dir=Path(metrics_dir_raw).absolute() if metrics_dir_raw else None,
+    )

@@ -1,0 +1,1 @@
+"""Database backends (one module each) and the migration runner; see :mod:`monolith.db`."""
