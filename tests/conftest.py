@@ -95,3 +95,6 @@ async def db(db_url: str) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.stop()
+
+
+pytest_plugins = ["tests.stores"]
