@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
+from litestar.stores.registry import StoreRegistry
 from litestar.types import ControllerRouterHandler
 
 from monolith import __version__
@@ -16,9 +17,10 @@ from monolith.database.migrate import migrate
 from monolith.logs import get_logger
 from monolith.server import install_drain_handler
 from monolith.services import Services, build_services
-from monolith.web import health, products
+from monolith.web import auth, health, products
 from monolith.web.errors import HANDLERS
 from monolith.web.middleware import RequestContextMiddleware
+from monolith.web.ratelimit import rate_limit_middleware
 
 #: Largest JSON body accepted (uploads set their own, larger limit on their route).
 MAX_BODY = 1024 * 1024
@@ -45,7 +47,11 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             await svc.stop()
             log.info("worker stopped")
 
-    handlers: list[ControllerRouterHandler] = [*health.routes(svc), *products.routes(svc)]
+    handlers: list[ControllerRouterHandler] = [
+        *health.routes(svc),
+        *products.routes(svc),
+        *auth.routes(svc),
+    ]
 
     def request_context(app: object) -> RequestContextMiddleware:
         return RequestContextMiddleware(app, expose_worker=not settings.production)  # type: ignore[arg-type]
@@ -53,7 +59,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
-        middleware=[request_context],
+        middleware=[request_context, rate_limit_middleware(svc)],
+        # Litestar features that take a store name get a namespace of the shared store, so
+        # they work across workers (Litestar's default would be a per-process memory store).
+        stores=StoreRegistry(default_factory=lambda name: svc.store.with_namespace(name)),
         exception_handlers=HANDLERS,
         request_max_body_size=MAX_BODY,
         logging_config=None,

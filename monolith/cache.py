@@ -11,7 +11,8 @@ Declare a cached read where it is defined, with its TTL and how it goes stale::
 - The first argument carries the :class:`Cache` (``svc.cache``); the others form the key,
   bound to the signature (so ``f(svc, 5)`` and ``f(svc, product_id=5)`` share one entry) and
   encoded as canonical JSON. Values are encoded with msgspec JSON and decoded to the
-  function's return annotation; a function annotated ``-> bytes`` is stored as is.
+  function's return annotation; ``-> bytes`` (or ``bytes | None``) is stored as is, so a
+  cached response body is sent without decoding and re-encoding.
 - ``strategy`` is written down at the declaration: ``"ttl-only"`` entries may be up to ``ttl``
   stale; ``"invalidate-on-write"`` entries are deleted by :meth:`Cache.invalidate` /
   :meth:`Cache.invalidate_all` after the write commits. There is no per-process copy, so an
@@ -51,6 +52,7 @@ from monolith.store.base import Store, check_segment
 Strategy = Literal["invalidate-on-write", "ttl-only"]
 P = ParamSpec("P")
 R = TypeVar("R")
+OwnerT = TypeVar("OwnerT", bound="HasCache")
 
 _GEN_TTL = 86_400
 _MAX_KEY = 200
@@ -75,17 +77,25 @@ class Declaration:
     _codec: tuple[Callable[[Any], bytes], Callable[[bytes], Any]] | None = field(
         init=False, default=None
     )
+    _plain: int = field(init=False, default=-1)
 
     def __post_init__(self) -> None:
         self.signature = inspect.signature(self.fn)
+        params = list(self.signature.parameters.values())[1:]
+        # Every argument passed positionally, none defaulted: the key needs no binding (which
+        # costs more than the store read it guards).
+        self._plain = len(params) if all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params) else -1
 
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        try:
-            bound = self.signature.bind(None, *args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"cache {self.prefix!r}: {exc}") from None
-        bound.apply_defaults()
-        values = list(bound.arguments.values())[1:]
+        if not kwargs and len(args) == self._plain:
+            values: Any = args
+        else:
+            try:
+                bound = self.signature.bind(None, *args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"cache {self.prefix!r}: {exc}") from None
+            bound.apply_defaults()
+            values = list(bound.arguments.values())[1:]
         text = msgspec.json.encode(values, order="deterministic").decode()
         if len(text) > _MAX_KEY:
             return "#" + hashlib.sha256(text.encode()).hexdigest()
@@ -97,10 +107,24 @@ class Declaration:
             returns = typing.get_type_hints(self.fn).get("return", Any)
             if returns is bytes:
                 self._codec = (bytes, bytes)
+            elif returns == bytes | None:
+                self._codec = (_encode_optional_bytes, _decode_optional_bytes)
             else:
                 decoder = msgspec.json.Decoder(returns)
                 self._codec = (msgspec.json.encode, decoder.decode)
         return self._codec
+
+
+def _encode_optional_bytes(value: bytes | None) -> bytes:
+    return b"" if value is None else b"=" + value
+
+
+def _decode_optional_bytes(raw: bytes) -> bytes | None:
+    if not raw:
+        return None
+    if raw[:1] != b"=":
+        raise msgspec.DecodeError("not an optional-bytes entry")
+    return raw[1:]
 
 
 _DECLARED: dict[str, Declaration] = {}
@@ -109,8 +133,8 @@ _DECLARED: dict[str, Declaration] = {}
 def cached(
     prefix: str, *, ttl: float, strategy: Strategy
 ) -> Callable[
-    [Callable[Concatenate[HasCache, P], Awaitable[R]]],
-    Callable[Concatenate[HasCache, P], Awaitable[R]],
+    [Callable[Concatenate[OwnerT, P], Awaitable[R]]],
+    Callable[Concatenate[OwnerT, P], Awaitable[R]],
 ]:
     """Cache an async function's results under ``prefix`` for ``ttl`` seconds (see module doc)."""
     check_segment(prefix)
@@ -118,8 +142,8 @@ def cached(
         raise ValueError(f"cache {prefix!r}: ttl must be positive")
 
     def decorate(
-        fn: Callable[Concatenate[HasCache, P], Awaitable[R]],
-    ) -> Callable[Concatenate[HasCache, P], Awaitable[R]]:
+        fn: Callable[Concatenate[OwnerT, P], Awaitable[R]],
+    ) -> Callable[Concatenate[OwnerT, P], Awaitable[R]]:
         old = _DECLARED.get(prefix)
         if old is not None and old.fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"cache prefix {prefix!r} is already used by {old.fn.__qualname__}")
@@ -127,7 +151,7 @@ def cached(
         _DECLARED[prefix] = declaration
 
         @functools.wraps(fn)
-        async def wrapper(owner: HasCache, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        async def wrapper(owner: OwnerT, /, *args: P.args, **kwargs: P.kwargs) -> R:
             result: R = await owner.cache.fetch(declaration, owner, args, kwargs)
             return result
 
@@ -242,6 +266,12 @@ class Cache:
                 raw = await self._wait_for_other(space, key, lock, loop.time() + self.lock_ttl)
                 if raw is not None:
                     return _FROM_OTHER, raw
+            # Double-check under the lock: whoever held it may have stored the value between
+            # our miss and our add (then the lock was free, and the value is there).
+            raw = await space.get(key)
+            if raw is not None:
+                await space.delete(lock)
+                return _FROM_OTHER, raw
             generation = await self._generation(decl)
         except StateUnavailable:
             value = await compute()

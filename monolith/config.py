@@ -239,7 +239,9 @@ def load_settings(
     security = SecuritySettings(
         secret_key=_secret_key(app_env, data_dir, env_map.get("MONOLITH_SECRET_KEY", "")),  # type: ignore[arg-type]
         admin_token=env_map.get("MONOLITH_ADMIN_TOKEN") or None,
-        rate_limits=parse_rate_limits(env_map.get("MONOLITH_RATE_LIMITS") or DEFAULT_RATE_LIMITS),
+        # Named limits replace the defaults one by one; "api=0/minute" turns one off.
+        rate_limits=parse_rate_limits(DEFAULT_RATE_LIMITS)
+        | parse_rate_limits(env_map.get("MONOLITH_RATE_LIMITS", "")),
     )
     log = LogSettings(
         level=_choice(

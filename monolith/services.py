@@ -12,8 +12,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from monolith.cache import Cache
 from monolith.config import Settings
 from monolith.db import Database, open_database
+from monolith.sessions import Sessions
+from monolith.store import Store, open_store
 
 HealthCheck = Callable[[], Awaitable[None]]
 
@@ -28,6 +31,12 @@ class Component(Protocol):
 class Services:
     settings: Settings
     db: Database
+    #: The shared key/value store (``MONOLITH_CACHE_URL``): cache, rate limits, sessions.
+    store: Store
+    #: Read-through cache over ``store`` (namespace ``cache``); see :mod:`monolith.cache`.
+    cache: Cache
+    #: Server-side sessions over ``store`` (namespace ``sessions``).
+    sessions: Sessions
     #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     #: Components started after the database, in order; stopped in reverse.
@@ -57,6 +66,19 @@ def build_services(settings: Settings) -> Services:
         readers=settings.database.readers,
         pool_size=settings.database.pool_size,
     )
-    services = Services(settings=settings, db=db)
+    store = open_store(settings.cache.url, size_limit_mb=settings.cache.size_limit_mb)
+    services = Services(
+        settings=settings,
+        db=db,
+        store=store,
+        cache=Cache(store.with_namespace("cache")),
+        sessions=Sessions(
+            store.with_namespace("sessions"),
+            settings.security.secret_key,
+            secure=settings.production,
+        ),
+    )
+    services.components.append(store)
     services.health_checks["database"] = db.ping
+    services.health_checks["cache"] = store.ping
     return services

@@ -196,3 +196,16 @@ def test_a_hot_key_is_recomputed_once_across_processes(shared_spec: StoreSpec) -
     start_at = time.monotonic() + 4.0
     counts = in_processes(3, _read_slow, shared_spec, start_at)
     assert max(counts) == 1
+
+
+@cached("test-body", ttl=60, strategy="invalidate-on-write")
+async def load_body(owner: Owner, item_id: int) -> bytes | None:
+    owner.calls += 1
+    return None if item_id < 0 else b"\xff raw %d" % item_id
+
+
+async def test_optional_bytes_results_keep_none_apart_from_empty(owner: Owner) -> None:
+    for _ in range(2):
+        assert await load_body(owner, 1) == b"\xff raw 1"
+        assert await load_body(owner, -1) is None
+    assert owner.calls == 2

@@ -289,3 +289,19 @@ def test_lock_serializes_a_read_modify_write_across_processes(shared_spec: Store
             await store.stop()
 
     assert asyncio.run(read()) == b"60"
+
+
+@pytest.mark.redis
+async def test_redis_url_namespace_keeps_deployments_apart(
+    redis_url: str, redis_prefix: str
+) -> None:
+    one = open_store(f"{redis_url}?namespace={redis_prefix}one")
+    two = open_store(f"{redis_url}?namespace={redis_prefix}two")
+    for store in (one, two):
+        await store.start()
+    await one.set("k", b"1")
+    assert await two.get("k") is None
+    assert one.namespace == f"{redis_prefix}one"
+    for store in (one, two):
+        await store.delete_all()
+        await store.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from monolith.errors import ConfigError
 from monolith.store.base import TTL, Scope, Store, StoreStats
@@ -19,7 +20,9 @@ __all__ = ["TTL", "Scope", "Store", "StoreStats", "open_store"]
 def open_store(url: str, *, namespace: str = "monolith", **options: Any) -> Store:
     """A store for ``url`` (not started: the app's lifespan calls ``start``).
 
-    ``disk://var/cache`` is relative to the working directory, ``disk:///srv/cache`` absolute.
+    ``disk://var/cache`` is relative to the working directory, ``disk:///srv/cache`` absolute;
+    ``redis://host:6379/0?namespace=shop`` prefixes every key with ``shop`` (default
+    ``monolith``).
     Options are backend settings (``size_limit_mb``, ``timeout`` for disk; ``timeout``,
     ``connect_timeout`` for Redis); ones a backend does not take are ignored.
     """
@@ -46,6 +49,13 @@ def open_store(url: str, *, namespace: str = "monolith", **options: Any) -> Stor
     if scheme in ("redis", "rediss", "unix"):
         from monolith.store.redis import RedisStore
 
+        # ``?namespace=name`` keeps several deployments (or test runs) apart in one Redis.
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        namespace = next((v for k, v in query if k == "namespace"), namespace)
+        url = urlunsplit(
+            parts._replace(query=urlencode([(k, v) for k, v in query if k != "namespace"]))
+        )
         return RedisStore(url, namespace=namespace, **_only(options, "timeout", "connect_timeout"))
     raise ConfigError(
         f"MONOLITH_CACHE_URL: unknown scheme {scheme!r}; use disk://path, redis://host:port/0 or memory://"

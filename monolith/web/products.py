@@ -26,7 +26,7 @@ ProductId = Annotated[int, Parameter(ge=1, le=2**62)]
 
 def routes(svc: Services) -> list[ControllerRouterHandler]:
     db = svc.db
-    admin = [admin_guard(svc.settings)]
+    admin = [admin_guard(svc)]
 
     def missing(product_id: int) -> NotFoundException:
         return NotFoundException(detail=f"product {product_id} not found")
@@ -41,11 +41,11 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
             after = catalog.decode_cursor(cursor) if cursor else 0
         except catalog.InvalidCursor as exc:
             raise ClientException(detail=str(exc)) from None
-        return cacheable_json(request, await catalog.page_json(db, limit, after))
+        return cacheable_json(request, await catalog.cached_page_json(svc, limit, after))
 
     @get("/api/products/{product_id:int}", summary="One product")
     async def get_product(request: Req, product_id: ProductId) -> Response[bytes]:
-        body = await catalog.product_json(db, product_id)
+        body = await catalog.cached_product_json(svc, product_id)
         if body is None:
             raise missing(product_id)
         return cacheable_json(request, body)
@@ -54,7 +54,9 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
     async def create_product(request: Req) -> Product:
         data = await decode(request, ProductIn)
         async with db.transaction() as tx:
-            return await catalog.create_product(tx, data)
+            product = await catalog.create_product(tx, data)
+        await catalog.product_changed(svc, product.id)
+        return product
 
     @patch("/api/products/{product_id:int}", guards=admin, summary="Change a product (admin)")
     async def update_product(request: Req, product_id: ProductId) -> Product:
@@ -65,6 +67,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
             product = await catalog.update_product(tx, product_id, changes)
         if product is None:
             raise missing(product_id)
+        await catalog.product_changed(svc, product_id)
         return product
 
     @delete("/api/products/{product_id:int}", guards=admin, summary="Delete a product (admin)")
@@ -72,5 +75,6 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         async with db.transaction() as tx:
             if not await catalog.delete_product(tx, product_id):
                 raise missing(product_id)
+        await catalog.product_changed(svc, product_id)
 
     return [list_products, get_product, create_product, update_product, delete_product]
