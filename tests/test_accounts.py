@@ -19,8 +19,9 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
-async def client(data_dir: Path) -> AsyncIterator[AsyncTestClient]:
-    async with app_client(make_settings(data_dir)) as c:
+async def client(db_url: str, data_dir: Path) -> AsyncIterator[AsyncTestClient]:
+    """The app on SQLite, then on PostgreSQL (both dialects of the accounts migration)."""
+    async with app_client(make_settings(data_dir, MONOLITH_DATABASE_URL=db_url)) as c:
         yield c
 
 
@@ -184,7 +185,7 @@ async def test_profiles_are_public_and_change_at_once(client: AsyncTestClient) -
 
 
 async def test_admin_routes_take_an_admin_session_or_the_token(
-    client: AsyncTestClient, data_dir: Path
+    client: AsyncTestClient, data_dir: Path, db_url: str
 ) -> None:
     product = {"name": "Lamp", "price_cents": 100}
     assert (await client.post("/api/products", json=product)).status_code == 401
@@ -197,7 +198,7 @@ async def test_admin_routes_take_an_admin_session_or_the_token(
     await signup(client)
     await login(client)
     assert (await client.post("/api/products", json=product)).status_code == 403
-    async with started_services(make_settings(data_dir)) as svc:
+    async with started_services(make_settings(data_dir, MONOLITH_DATABASE_URL=db_url)) as svc:
         await accounts.make_admin(svc.db, "ada@example.com", None)
         await accounts.user_changed(svc, 1)  # what create-admin does after promoting
     assert (await client.post("/api/products", json=product)).status_code == 201
