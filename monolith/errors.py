@@ -49,3 +49,7 @@ class IntegrityViolation(MonolithError):
 
 class MigrationError(MonolithError):
     """A migration failed or an applied migration was changed after it ran."""
+
+
+class BackupError(MonolithError):
+    """A backup or restore cannot be done or did not verify; the message says why."""

@@ -28,7 +28,7 @@ from typing import Any
 
 import aiosqlite
 
-from monolith.db import Database, Params, Row, Transaction
+from monolith.db import BackupProgress, Database, Params, Row, Transaction
 from monolith.errors import (
     DatabaseBusy,
     DatabaseUnavailable,
@@ -283,9 +283,19 @@ class SQLiteDatabase(Database):
         # The commit may be done by a transaction queued behind this one: wait for it.
         await asyncio.shield(batch.future)
 
-    async def backup_to(self, target: Path, progress: Callable[[int, int], None] | None = None) -> None:
-        """An online, consistent copy of the database into ``target`` (SQLite backup API)."""
-        dest = await aiosqlite.connect(target)
+    async def backup_to(self, target: Path, progress: BackupProgress | None = None) -> None:
+        """An online, consistent copy of the database in ``target`` (the SQLite backup API).
+
+        The copy is the database as of the moment the backup began: it runs on a connection of
+        its own inside one read transaction, which pins a WAL snapshot. Without that, SQLite
+        restarts a step-wise backup whenever another connection (any other worker process)
+        commits, and under a steady write load it would never finish. Writers are not blocked;
+        the WAL just cannot be checkpointed past the snapshot until the copy is done.
+        The copy is left in rollback-journal mode: one self-contained file.
+        """
+        self._writer_conn()  # a backup of a database that was never started is a mistake
+        source = await self._connect(writer=False)
+        dest = await aiosqlite.connect(target, isolation_level=None)
         try:
 
             def _progress(status: int, remaining: int, total: int) -> None:
@@ -293,6 +303,14 @@ class SQLiteDatabase(Database):
                 if progress is not None:
                     progress(total - remaining, total)
 
-            await self._writer_conn().backup(dest, pages=256, progress=_progress)
+            try:
+                await source.execute("BEGIN")
+                await source.execute_fetchall("SELECT count(*) FROM sqlite_schema")
+                await source.backup(dest, pages=1024, progress=_progress, sleep=0)
+                await source.execute("COMMIT")
+                await dest.execute("PRAGMA journal_mode = DELETE")
+            except sqlite3.Error as exc:
+                raise translate(exc) from exc
         finally:
             await dest.close()
+            await source.close()

@@ -1,0 +1,1 @@
+"""HTTP routes and request helpers; each route module exposes ``routes(svc)``."""
