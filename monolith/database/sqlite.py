@@ -154,9 +154,7 @@ class SQLiteDatabase(Database):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._writer = await self._connect(writer=True)
-            self._readers = [
-                await self._connect(writer=False) for _ in range(self.readers_count)
-            ]
+            self._readers = [await self._connect(writer=False) for _ in range(self.readers_count)]
         except sqlite3.Error as exc:
             await self.stop()
             raise translate(exc) from exc

@@ -1,1 +1,1 @@
-"""HTTP routes and request helpers; each route module exposes ``routes(svc)``."""
+"""HTTP layer: one module per area, each exposing ``routes(svc)``; see :mod:`monolith.app`."""
