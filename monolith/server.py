@@ -26,6 +26,7 @@ import signal
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,12 @@ def serve(
     from granian.log import LogLevels
     from granian.server import Server
 
+    def tell_to_drain(worker: Any) -> None:
+        pid = getattr(getattr(worker, "inner", None), "pid", None)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, DRAIN_SIGNAL)
+
     class DrainingServer(Server):  # type: ignore[misc,valid-type]
         draining = False
 
@@ -121,13 +128,25 @@ def serve(
                 return
             self.draining = True
             for worker in list(self.wrks):
-                pid = getattr(getattr(worker, "inner", None), "pid", None)
-                if pid:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, DRAIN_SIGNAL)
+                tell_to_drain(worker)
             timer = threading.Timer(DRAIN_SECONDS, super().signal_handler_interrupt)
             timer.daemon = True
             timer.start()
+
+        def _spawn_worker(self, *args: Any, **kwargs: Any) -> Any:
+            # A worker stopped on its own (SIGHUP's rolling respawn, a lifetime or memory
+            # limit) drains first too; on a full stop the whole server already drained.
+            worker = super()._spawn_worker(*args, **kwargs)
+            terminate = worker.terminate
+
+            def drain_then_terminate() -> None:
+                if not self.draining:
+                    tell_to_drain(worker)
+                    time.sleep(DRAIN_SECONDS)
+                terminate()
+
+            worker.terminate = drain_then_terminate
+            return worker
 
     signal.signal(DRAIN_SIGNAL, signal.SIG_IGN)  # inherited by workers until they handle it
     server = DrainingServer(
