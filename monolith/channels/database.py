@@ -75,8 +75,10 @@ class DatabaseChannelsBackend(ChannelsBackend):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def on_startup(self) -> None:
+        # No query here: the app starts components before it applies migrations. The read
+        # position is taken when the first channel is subscribed.
         self._wake = asyncio.Event()
-        self._cursor = await self._head()
+        self._cursor = 0
 
     async def on_shutdown(self) -> None:
         self._since.clear()
