@@ -28,6 +28,7 @@ from monolith.web.guards import Guard, admin_guard
 
 Req = Request[Any, Any, Any]
 ProductId = Annotated[int, Parameter(ge=1, le=2**62)]
+MediaKey = Annotated[str, Parameter(max_length=100)]
 IMMUTABLE = "public, max-age=31536000, immutable"
 #: Room for the multipart envelope around a file of the largest accepted size.
 ENVELOPE = 64 * 1024
@@ -107,7 +108,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         return product
 
     @get("/media/{key:str}", summary="An uploaded file", include_in_schema=False)
-    async def get_media(key: str) -> Response[bytes]:
+    async def get_media(key: MediaKey) -> Response[bytes]:
         try:
             data = await storage.get(key)
         except media.MediaNotFound:
