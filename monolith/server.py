@@ -27,6 +27,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +91,21 @@ def drain_listeners() -> int:
     return drained
 
 
-def install_drain_handler() -> None:
-    """In a worker: drain the listeners on ``SIGUSR1`` (a no-op outside the main thread)."""
+def install_drain_handler(*also: Callable[[], object]) -> None:
+    """In a worker: drain the listeners on ``SIGUSR1`` (a no-op outside the main thread).
+
+    ``also`` run after the listeners are drained: e.g. ending long-lived event streams, whose
+    clients then reconnect to a worker that is not stopping.
+    """
     import asyncio
 
+    def drain() -> None:
+        drain_listeners()
+        for callback in also:
+            callback()
+
     try:
-        asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, drain_listeners)
+        asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, drain)
     except (RuntimeError, ValueError, NotImplementedError):
         pass  # not the main thread (tests) or no signals here: nothing to drain
 
