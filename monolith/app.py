@@ -53,7 +53,11 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     ]
 
     def request_context(app: object) -> RequestContextMiddleware:
-        return RequestContextMiddleware(app, expose_worker=not settings.production)  # type: ignore[arg-type]
+        return RequestContextMiddleware(
+            app,  # type: ignore[arg-type]
+            expose_worker=not settings.production,
+            trusted_proxies=settings.server.trusted_proxies,
+        )
 
     return Litestar(
         route_handlers=handlers,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from monolith.database.migrate import available
-from monolith.db import BackupProgress, Database
+from monolith.db import BackupProgress, Database, sqlite_path
 from monolith.errors import BackupError
 
 #: Backups made by `monolith backup`: monolith-20250101T031500Z.db (UTC), then -1, -2... when
@@ -162,6 +162,16 @@ def prune(folder: Path, keep: int) -> list[Path]:
     for path in doomed:
         path.unlink()
     return doomed
+
+
+def database_file(url: str) -> Path:
+    """The SQLite file a database URL names; other databases restore with their own tools."""
+    if not url.lower().startswith("sqlite:"):
+        raise BackupError(
+            "restore puts back SQLite backups; PostgreSQL restores a pg_dump archive with "
+            'pg_restore --dbname="$MONOLITH_DATABASE_URL" monolith.dump'
+        )
+    return Path(sqlite_path(url))
 
 
 def _in_the_way(data_dir: Path, db_path: Path) -> list[str]:

@@ -158,6 +158,19 @@ def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, 
     return value
 
 
+def _trusted_proxies(raw: str) -> tuple[str, ...]:
+    from monolith.web.client_ip import check_trusted
+
+    entries = tuple(p.strip() for p in raw.split(",") if p.strip())
+    try:
+        check_trusted(entries)
+    except ValueError as exc:
+        raise ConfigError(
+            f"MONOLITH_TRUSTED_PROXIES: {exc}; expected addresses, networks (10.0.0.0/8) or 'unix'"
+        ) from None
+    return entries
+
+
 def parse_workers(raw: str) -> int:
     """``auto`` means one worker per CPU."""
     if raw.strip().lower() == "auto":
@@ -221,7 +234,7 @@ def load_settings(
         if _choice(env_map, "MONOLITH_RUN_JOBS", "auto", ("auto", "no")) == "no"
         else "auto",
         graceful_timeout=_int(env_map, "MONOLITH_GRACEFUL_TIMEOUT", 20, minimum=1),
-        trusted_proxies=tuple(p.strip() for p in proxies.split(",") if p.strip()),
+        trusted_proxies=_trusted_proxies(proxies),
         instances=_int(env_map, "MONOLITH_INSTANCES", 1, minimum=1),
     )
     database = DatabaseSettings(

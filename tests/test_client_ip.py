@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from monolith.config import load_settings
+from monolith.errors import ConfigError
 from monolith.web.client_ip import UNKNOWN, check_trusted, client_ip
 
 LOCAL = ("127.0.0.1", "::1")
@@ -85,3 +88,12 @@ def test_a_bad_trusted_entry_is_a_configuration_error() -> None:
     check_trusted(["127.0.0.1", "10.0.0.0/8", "unix", "::1"])
     with pytest.raises(ValueError, match="not-an-ip"):
         check_trusted(["not-an-ip"])
+
+
+def test_a_bad_trusted_proxies_setting_stops_the_start(tmp_path: Path) -> None:
+    env = {"MONOLITH_DATA_DIR": str(tmp_path), "MONOLITH_TRUSTED_PROXIES": "127.0.0.1,caddy"}
+    with pytest.raises(ConfigError, match=r"MONOLITH_TRUSTED_PROXIES: .*caddy"):
+        load_settings(env, dotenv=None)
+    env["MONOLITH_TRUSTED_PROXIES"] = "127.0.0.1, 10.0.0.0/8,unix"
+    proxies = load_settings(env, dotenv=None).server.trusted_proxies
+    assert proxies == ("127.0.0.1", "10.0.0.0/8", "unix")
