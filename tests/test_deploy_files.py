@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from monolith.config import Settings, load_settings, read_dotenv
-from tests.services import require_binary
+from tests.services import require, require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD = ROOT / "systemd"
@@ -84,8 +84,7 @@ def test_the_caddy_drop_in_passes_systemd_analyze_verify(tmp_path: Path) -> None
     analyze = require_binary("systemd-analyze", "systemd")
     require_binary("caddy", "caddy")
     shipped = Path("/lib/systemd/system/caddy.service")
-    if not shipped.exists():
-        pytest.skip("Debian's caddy.service is not installed")
+    require("Debian's caddy.service", shipped.exists(), "apt-get install caddy (Debian's package)")
     shutil.copy(shipped, tmp_path / "caddy.service")
     shutil.copytree(SYSTEMD / "caddy.service.d", tmp_path / "caddy.service.d")
     result = subprocess.run(
