@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar.channels.backends.memory import MemoryChannelsBackend
 
 from monolith.channels import ChannelsBackend, open_channels, scope, supports_history
 from monolith.channels.database import DatabaseChannelsBackend
@@ -33,14 +32,22 @@ Make = Callable[..., Awaitable[ChannelsBackend]]
 CEILING = 10.0
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgresql", marks=pytest.mark.postgres),
-        pytest.param("redis", marks=pytest.mark.redis),
-        "memory",
-    ]
-)
+SHARED = [
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.postgres),
+    pytest.param("redis", marks=pytest.mark.redis),
+]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every backend runs every test, except that the in-memory one (one process's by design)
+    does not run the tests about several instances (those marked ``shared``)."""
+    if "target" in metafunc.fixturenames:
+        kinds = SHARED if metafunc.definition.get_closest_marker("shared") else [*SHARED, "memory"]
+        metafunc.parametrize("target", kinds, indirect=True)
+
+
+@pytest.fixture
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str, str]:
     """(kind, url, prefix) of one backend; resolved before the event loop runs."""
     kind = request.param
@@ -88,11 +95,6 @@ async def backend(make: Make) -> ChannelsBackend:
 
 async def next_event(events: Events) -> tuple[str, bytes]:
     return await asyncio.wait_for(anext(events), CEILING)
-
-
-def shared(backend: ChannelsBackend) -> None:
-    if isinstance(backend, MemoryChannelsBackend):
-        pytest.skip("the memory backend is one process's by design")
 
 
 @pytest.mark.parametrize("channels", [["foo"], ["foo", "bar"]])
@@ -152,18 +154,18 @@ async def test_messages_arrive_in_publish_order(backend: ChannelsBackend) -> Non
     assert got == sent
 
 
+@pytest.mark.shared
 async def test_event_published_by_another_instance_reaches_subscriber(make: Make) -> None:
     subscriber, publisher = await make(), await make()
-    shared(subscriber)
     await subscriber.subscribe(["products"])
     async with aclosing(subscriber.stream_events()) as events:
         await publisher.publish(b'{"type": "product.updated"}', ["products"])
         assert await next_event(events) == ("products", b'{"type": "product.updated"}')
 
 
+@pytest.mark.shared
 async def test_concurrent_publishers_lose_and_duplicate_nothing(make: Make) -> None:
     subscriber, first, second = await make(), await make(), await make()
-    shared(subscriber)
     await subscriber.subscribe(["orders"])
 
     async def publish_all(publisher: ChannelsBackend, name: str) -> None:
@@ -178,9 +180,9 @@ async def test_concurrent_publishers_lose_and_duplicate_nothing(make: Make) -> N
     assert [m for m in got if m[0] == "a"] == [f"a{i}" for i in range(40)]
 
 
+@pytest.mark.shared
 async def test_every_instance_hears_one_publish(make: Make) -> None:
     listeners = [await make() for _ in range(3)]
-    shared(listeners[0])
     for listener in listeners:
         await listener.subscribe(["products"])
     await listeners[0].publish(b"hello", ["products"])
