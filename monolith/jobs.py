@@ -32,7 +32,7 @@ import msgspec
 
 from monolith.config import JobSettings
 from monolith.db import Database, Transaction
-from monolith.errors import NotStarted, UnknownJob
+from monolith.errors import NotStarted, StateUnavailable, UnknownJob
 from monolith.jobqueue import open_queue
 from monolith.jobqueue.base import JobQueue, NewJob, QueueStats
 
@@ -259,6 +259,12 @@ class Jobs:
         """Whether due jobs are being worked off: (healthy, one-line reason)."""
         stats = await self.queue.stats()
         return judge(stats, time.time(), lease=self.settings.lease_seconds)
+
+    async def check(self) -> None:
+        """The readiness check: raise :class:`StateUnavailable` naming what is wrong."""
+        ok, why = await self.health()
+        if not ok:
+            raise StateUnavailable(why, retry_after=5)
 
 
 def judge(stats: QueueStats, now: float, *, lease: float) -> tuple[bool, str]:

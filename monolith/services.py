@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from monolith.config import Settings
 from monolith.db import Database, open_database
+from monolith.jobs import Jobs
 
 HealthCheck = Callable[[], Awaitable[None]]
 
@@ -28,6 +29,8 @@ class Component(Protocol):
 class Services:
     settings: Settings
     db: Database
+    #: The job queue: enqueue anywhere; runs jobs only where built with ``run_jobs``.
+    jobs: Jobs
     #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     #: Components started after the database, in order; stopped in reverse.
@@ -48,8 +51,12 @@ class Services:
             await self._started.pop().stop()
 
 
-def build_services(settings: Settings) -> Services:
-    """Construct every component from settings; connects to nothing."""
+def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
+    """Construct every component from settings; connects to nothing.
+
+    ``run_jobs``: this process competes to be the one that runs jobs and schedules
+    (``serve``'s workers with ``MONOLITH_RUN_JOBS=auto``, ``monolith worker``).
+    """
     db = open_database(
         settings.database.url,
         synchronous=settings.database.sqlite_synchronous,
@@ -57,6 +64,10 @@ def build_services(settings: Settings) -> Services:
         readers=settings.database.readers,
         pool_size=settings.database.pool_size,
     )
-    services = Services(settings=settings, db=db)
+    jobs = Jobs(db, settings.jobs, data_dir=settings.data_dir, run=run_jobs)
+    services = Services(settings=settings, db=db, jobs=jobs)
+    jobs.services = services
+    services.components.append(jobs)
     services.health_checks["database"] = db.ping
+    services.health_checks["jobs"] = jobs.check
     return services

@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -36,6 +36,8 @@ from monolith.errors import (
     MonolithError,
     NotStarted,
 )
+
+T = TypeVar("T")
 
 #: Called after each statement with (sql, seconds, rows); statement statistics plug in here.
 StatementObserver = Callable[[str, float, int], None]
@@ -58,7 +60,7 @@ def translate(exc: sqlite3.Error) -> Exception:
     return exc
 
 
-async def _uncancellable(step: Coroutine[Any, Any, None]) -> None:
+async def _uncancellable(step: Coroutine[Any, Any, T]) -> T:
     """Run a step that pairs a statement with its bookkeeping to the end, even when cancelled.
 
     A cancelled await does not stop the statement (it runs on the connection's thread), so
@@ -67,7 +69,7 @@ async def _uncancellable(step: Coroutine[Any, Any, None]) -> None:
     """
     task = asyncio.ensure_future(step)
     try:
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
         await asyncio.wait([task])
         if not task.cancelled():
@@ -242,9 +244,10 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
-    async def _begin(self) -> None:
+    async def _begin(self) -> _Batch:
         await self._raw("BEGIN IMMEDIATE")
         self._batch = _Batch()
+        return self._batch
 
     async def _commit(self, batch: _Batch) -> None:
         """Commit the open batch and tell every transaction in it."""
@@ -275,9 +278,9 @@ class SQLiteDatabase(Database):
         batch: _Batch | None = None
         try:
             try:
-                if self._batch is None:
-                    await _uncancellable(self._begin())
                 batch = self._batch
+                if batch is None:
+                    batch = await _uncancellable(self._begin())
                 await self._raw("SAVEPOINT tx")
                 tx = _Tx(self)
                 try:

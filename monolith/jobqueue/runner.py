@@ -100,8 +100,9 @@ class Runner:
             want = min(free, _BATCH)
             try:
                 claimed = await self.queue.claim(self.id, want, lease=self.lease, limits=limits)
-            except StateUnavailable as exc:
-                log.warning("cannot claim jobs", error=str(exc))
+            except Exception as exc:
+                # Down, busy, or not migrated yet: nothing was claimed; try again shortly.
+                log.warning("cannot claim jobs", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(_RETRY_STORE)
                 continue
             for job in claimed.jobs:
@@ -190,8 +191,8 @@ class Runner:
             await asyncio.sleep(self.lease / 3)
             try:
                 await self._beat()
-            except StateUnavailable as exc:
-                log.warning("job heartbeat failed", error=str(exc))
+            except Exception as exc:
+                log.warning("job heartbeat failed", error=str(exc) or type(exc).__name__)
 
     async def _beat(self) -> None:
         info = RunnerInfo(
