@@ -50,6 +50,8 @@ class JobContext:
     attempt: int
     max_attempts: int
     payload: Any
+    #: The key it was enqueued with (a schedule's fire: ``schedule:<name>:<fire time>``).
+    unique_key: str | None
     jobs: Jobs
     services: Any
 

@@ -133,6 +133,7 @@ class Runner:
                     attempt=job.attempts,
                     max_attempts=job.max_attempts,
                     payload=msgspec.json.decode(job.payload),
+                    unique_key=job.unique_key,
                     jobs=self.jobs,
                     services=self.jobs.services,
                 )

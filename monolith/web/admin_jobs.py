@@ -6,7 +6,7 @@ its worker holds it; wait for it to finish or fail.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, delete, get, post
@@ -15,14 +15,13 @@ from litestar.params import Parameter
 from litestar.types import ControllerRouterHandler
 
 from monolith.errors import UnknownJob
-from monolith.jobqueue.base import Job
+from monolith.jobqueue.base import STATES, Job
 from monolith.services import Services
 from monolith.web.body import UnprocessableEntity, decode
 from monolith.web.guards import admin_guard
 
 Req = Request[Any, Any, Any]
 JobId = Annotated[int, Parameter(ge=1, le=2**62)]
-State = Literal["queued", "running", "failed", "done"]
 
 
 class EnqueueIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -47,10 +46,13 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
 
     @get("/api/admin/jobs", guards=admin, summary="Jobs, newest first (admin)")
     async def list_jobs(
-        state: State | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        request: Req, limit: Annotated[int, Parameter(ge=1, le=1000)] = 100
     ) -> dict[str, Any]:
-        jobs = await svc.jobs.queue.list(state, limit=limit)
+        # Read by hand: Litestar reserves the parameter name "state" for its app state.
+        job_state = request.query_params.get("state") or None
+        if job_state is not None and job_state not in STATES:
+            raise UnprocessableEntity(detail=f"state: expected one of {', '.join(STATES)}")
+        jobs = await svc.jobs.queue.list(job_state, limit=limit)
         stats = await svc.jobs.queue.stats()
         return {"jobs": [j.as_dict() for j in jobs], "counts": stats.counts}
 
