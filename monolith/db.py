@@ -99,6 +99,10 @@ class Database(Queries):
     async def ping(self) -> None:
         """Raise :class:`~monolith.errors.StateUnavailable` unless the database answers."""
 
+    async def optimize(self) -> None:
+        """Refresh the query planner's statistics (a daily job). Default: the server does it."""
+        return None
+
     @abc.abstractmethod
     def describe(self) -> str:
         """A safe, one-line description (no password) for logs and ``doctor``."""

@@ -21,10 +21,10 @@ import asyncio
 import itertools
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -36,6 +36,8 @@ from monolith.errors import (
     MonolithError,
     NotStarted,
 )
+
+T = TypeVar("T")
 
 #: Called after each statement with (sql, seconds, rows); statement statistics plug in here.
 StatementObserver = Callable[[str, float, int], None]
@@ -56,6 +58,23 @@ def translate(exc: sqlite3.Error) -> Exception:
         if "database or disk is full" in text:
             return DatabaseUnavailable("the disk is full")
     return exc
+
+
+async def _uncancellable(step: Coroutine[Any, Any, T]) -> T:
+    """Run a step that pairs a statement with its bookkeeping to the end, even when cancelled.
+
+    A cancelled await does not stop the statement (it runs on the connection's thread), so
+    bookkeeping skipped by a cancellation (say, ``BEGIN`` run but the batch not recorded)
+    would break every later transaction. The write lock stays held until the step is done.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what the caller gets
+        raise
 
 
 class _Batch:
@@ -213,6 +232,10 @@ class SQLiteDatabase(Database):
     async def ping(self) -> None:
         await self.fetch_one("SELECT 1")
 
+    async def optimize(self) -> None:
+        # Analyzes only what changed enough to matter; cheap enough to run daily.
+        await self.execute("PRAGMA optimize")
+
     # -- writes ----------------------------------------------------------------------------
 
     async def _raw(self, sql: str) -> None:
@@ -220,6 +243,11 @@ class SQLiteDatabase(Database):
             await self._writer_conn().execute(sql)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
+
+    async def _begin(self) -> _Batch:
+        await self._raw("BEGIN IMMEDIATE")
+        self._batch = _Batch()
+        return self._batch
 
     async def _commit(self, batch: _Batch) -> None:
         """Commit the open batch and tell every transaction in it."""
@@ -250,10 +278,9 @@ class SQLiteDatabase(Database):
         batch: _Batch | None = None
         try:
             try:
-                if self._batch is None:
-                    await self._raw("BEGIN IMMEDIATE")
-                    self._batch = _Batch()
                 batch = self._batch
+                if batch is None:
+                    batch = await _uncancellable(self._begin())
                 await self._raw("SAVEPOINT tx")
                 tx = _Tx(self)
                 try:
@@ -275,7 +302,7 @@ class SQLiteDatabase(Database):
                 self._waiting -= 1
                 current = self._batch
                 if current is not None and (self._waiting == 0 or current.count >= self.max_batch):
-                    await self._commit(current)
+                    await _uncancellable(self._commit(current))
         finally:
             self._write_lock.release()
         # The commit may be done by a transaction queued behind this one: wait for it.
