@@ -13,8 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from monolith.cache import Cache
+from monolith.channels import open_channels
 from monolith.config import Settings
 from monolith.db import Database, open_database
+from monolith.events import EventHub
+from monolith.jobs import Jobs
+from monolith.media import MediaStorage, open_media
 from monolith.sessions import Sessions
 from monolith.store import Store, open_store
 
@@ -37,6 +41,12 @@ class Services:
     cache: Cache
     #: Server-side sessions over ``store`` (namespace ``sessions``).
     sessions: Sessions
+    #: Live events: publish after a commit, listen from SSE/WebSocket handlers.
+    events: EventHub
+    #: Uploaded files (product images).
+    media: MediaStorage
+    #: The job queue: enqueue anywhere; runs jobs only where built with ``run_jobs``.
+    jobs: Jobs
     #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     #: Components started after the database, in order; stopped in reverse.
@@ -57,8 +67,12 @@ class Services:
             await self._started.pop().stop()
 
 
-def build_services(settings: Settings) -> Services:
-    """Construct every component from settings; connects to nothing."""
+def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
+    """Construct every component from settings; connects to nothing.
+
+    ``run_jobs``: this process competes to be the one that runs jobs and schedules
+    (``serve``'s workers with ``MONOLITH_RUN_JOBS=auto``, ``monolith worker``).
+    """
     db = open_database(
         settings.database.url,
         synchronous=settings.database.sqlite_synchronous,
@@ -67,6 +81,8 @@ def build_services(settings: Settings) -> Services:
         pool_size=settings.database.pool_size,
     )
     store = open_store(settings.cache.url, size_limit_mb=settings.cache.size_limit_mb)
+    channels = open_channels(settings.channels_url, db)
+    jobs = Jobs(db, settings.jobs, data_dir=settings.data_dir, run=run_jobs)
     services = Services(
         settings=settings,
         db=db,
@@ -77,8 +93,14 @@ def build_services(settings: Settings) -> Services:
             settings.security.secret_key,
             secure=settings.production,
         ),
+        events=EventHub(channels),
+        media=open_media(settings.media_dir),
+        jobs=jobs,
     )
-    services.components.append(store)
+    jobs.services = services
+    # The store first: jobs (started last) may use it from their first run.
+    services.components += [store, services.media, services.events, jobs]
     services.health_checks["database"] = db.ping
     services.health_checks["cache"] = store.ping
+    services.health_checks["jobs"] = jobs.check
     return services

@@ -305,3 +305,13 @@ async def test_redis_url_namespace_keeps_deployments_apart(
     for store in (one, two):
         await store.delete_all()
         await store.stop()
+
+
+async def test_cleanup_drops_expired_entries_and_keeps_live_ones(store: Store) -> None:
+    await store.set("short", b"v", expires_in=0.1)
+    await store.set("long", b"v", expires_in=60)
+    await asyncio.sleep(0.2)
+    removed = await store.cleanup()
+    assert removed == (0 if store.scope == "shared" else 1)  # Redis expires keys itself
+    assert await store.get("short") is None
+    assert await store.get("long") == b"v"

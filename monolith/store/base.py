@@ -153,6 +153,10 @@ class Store(NamespacedStore):
     def describe(self) -> str:
         """A safe one-line description (no password) for logs and ``doctor``."""
 
+    async def cleanup(self) -> int:
+        """Drop expired entries now (the ``maintenance.cleanup`` job calls it); how many."""
+        return 0
+
     def stats(self) -> StoreStats:
         return StoreStats(self._counters.hits, self._counters.misses, self._size_bytes())
 

@@ -46,6 +46,13 @@ class MemoryStore(Store):
     def describe(self) -> str:
         return "memory:// (this process only)"
 
+    async def cleanup(self) -> int:
+        entries, now = self._entries(), time.monotonic()
+        expired = [k for k, (_, end) in entries.items() if end is not None and end <= now]
+        for key in expired:
+            del entries[key]
+        return len(expired)
+
     def _entries(self) -> dict[str, _Entry]:
         entries = self._data.entries
         if entries is None:

@@ -6,6 +6,7 @@ parameter: Litestar decodes leniently (``"5"`` becomes ``5``), and a wrong type 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 from litestar import Request, Response, delete, get, patch, post
@@ -15,6 +16,7 @@ from litestar.types import ControllerRouterHandler
 
 from monolith import catalog
 from monolith.catalog import Product, ProductIn, ProductPatch
+from monolith.media import MediaError
 from monolith.services import Services
 from monolith.web.body import UnprocessableEntity, decode
 from monolith.web.conditional import cacheable_json
@@ -25,7 +27,7 @@ ProductId = Annotated[int, Parameter(ge=1, le=2**62)]
 
 
 def routes(svc: Services) -> list[ControllerRouterHandler]:
-    db = svc.db
+    db, hub = svc.db, svc.events
     admin = [admin_guard(svc)]
 
     def missing(product_id: int) -> NotFoundException:
@@ -56,6 +58,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         async with db.transaction() as tx:
             product = await catalog.create_product(tx, data)
         await catalog.product_changed(svc, product.id)
+        hub.publish_soon("products", catalog.product_event("created", product))
         return product
 
     @patch("/api/products/{product_id:int}", guards=admin, summary="Change a product (admin)")
@@ -68,13 +71,21 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         if product is None:
             raise missing(product_id)
         await catalog.product_changed(svc, product_id)
+        hub.publish_soon("products", catalog.product_event("updated", product))
         return product
 
     @delete("/api/products/{product_id:int}", guards=admin, summary="Delete a product (admin)")
     async def delete_product(product_id: ProductId) -> None:
         async with db.transaction() as tx:
+            image_key = await tx.fetch_val(
+                "SELECT image_key FROM products WHERE id = ?", (product_id,)
+            )
             if not await catalog.delete_product(tx, product_id):
                 raise missing(product_id)
         await catalog.product_changed(svc, product_id)
+        if image_key:
+            with contextlib.suppress(MediaError):
+                await svc.media.delete(image_key)
+        hub.publish_soon("products", catalog.product_deleted_event(product_id))
 
     return [list_products, get_product, create_product, update_product, delete_product]

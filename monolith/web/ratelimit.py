@@ -5,9 +5,8 @@ store. The ``api`` limit applies to every ``/api`` route; ``login``, ``signup`` 
 apply to their own route as well. A limit of ``0`` turns that limit off.
 
 The client is the signed-in user when the request carries a valid session (so people behind
-one NAT do not share a budget), else its IP address: the peer address, or, when the peer is a
-trusted proxy (``MONOLITH_TRUSTED_PROXIES``), the nearest untrusted address in
-``X-Forwarded-For`` (the leftmost entries are whatever the client chose to send).
+one NAT do not share a budget), else its IP address as :func:`monolith.web.client_ip.client_ip`
+reads it (``X-Forwarded-For`` only from trusted proxies).
 
 Refused requests get 429 with ``Retry-After``; every limited response carries ``RateLimit-*``
 headers. A store that is down is a 503 (the limiter fails closed: a login limit that opens
@@ -16,9 +15,7 @@ when Redis is away would be an open door for password guessing).
 
 from __future__ import annotations
 
-import ipaddress
 import json
-from collections.abc import Iterable
 from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +24,7 @@ from monolith.errors import StateUnavailable
 from monolith.ratelimit import RateLimiter
 from monolith.services import Services
 from monolith.sessions import cookie_from_header
+from monolith.web.client_ip import client_ip
 from monolith.web.guards import SESSION_STATE
 
 #: (method, path) -> the route's own limit, on top of ``api``.
@@ -35,34 +33,6 @@ ROUTE_LIMITS = {
     ("POST", "/api/auth/signup"): "signup",
     ("POST", "/api/orders"): "orders",
 }
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class TrustedProxies:
-    """Which peers' ``X-Forwarded-For`` is believed: addresses or networks (``10.0.0.0/8``)."""
-
-    def __init__(self, entries: Iterable[str]) -> None:
-        self.networks: list[Network] = [ipaddress.ip_network(e, strict=False) for e in entries]
-
-    def __contains__(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in self.networks)
-
-    def client_ip(self, peer: str, forwarded_for: bytes | None) -> str:
-        if forwarded_for is None or peer not in self:
-            return peer
-        hops = [h.strip() for h in forwarded_for.decode("latin-1").split(",") if h.strip()]
-        for hop in reversed(hops):
-            if hop not in self:
-                try:
-                    return str(ipaddress.ip_address(hop))
-                except ValueError:
-                    return peer  # a garbled header: count the proxy's own address
-        return hops[0] if hops else peer
 
 
 class RateLimitMiddleware:
@@ -75,7 +45,7 @@ class RateLimitMiddleware:
             for name, limit in svc.settings.security.rate_limits.items()
             if limit.count > 0
         }
-        self.proxies = TrustedProxies(svc.settings.server.trusted_proxies)
+        self.trusted = svc.settings.server.trusted_proxies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind: str = scope["type"]
@@ -125,21 +95,16 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send_with_headers)
 
     async def _client(self, scope: Scope) -> str:
-        cookie_header = forwarded = None
         for name, value in scope["headers"]:
             if name == b"cookie":
-                cookie_header = value
-            elif name == b"x-forwarded-for":
-                forwarded = value
-        if cookie_header is not None:
-            cookie = cookie_from_header(cookie_header.decode("latin-1"))
-            if cookie is not None:
-                session = await self.svc.sessions.load(cookie)
-                scope.setdefault("state", {})[SESSION_STATE] = session
-                if session is not None:
-                    return f"user:{session.user_id}"
-        peer: Any = scope.get("client")
-        return "ip:" + self.proxies.client_ip(peer[0] if peer else "unknown", forwarded)
+                cookie = cookie_from_header(value.decode("latin-1"))
+                if cookie is not None:
+                    session = await self.svc.sessions.load(cookie)
+                    scope.setdefault("state", {})[SESSION_STATE] = session
+                    if session is not None:
+                        return f"user:{session.user_id}"
+                break
+        return "ip:" + client_ip(scope, self.trusted)
 
 
 async def _respond(send: Send, status: int, detail: str, headers: list[tuple[str, str]]) -> None:
