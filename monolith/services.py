@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from monolith.config import Settings
 from monolith.db import Database, open_database
+from monolith.state import HoldsState
 
 HealthCheck = Callable[[], Awaitable[None]]
 
@@ -28,6 +29,9 @@ class Component(Protocol):
 class Services:
     settings: Settings
     db: Database
+    #: Which component holds each piece of state ("database", "cache", "sessions", ...), for
+    #: ``doctor``: each says its scope (process, box, shared) and describes its backend.
+    state: dict[str, HoldsState] = field(default_factory=dict)
     #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     #: Components started after the database, in order; stopped in reverse.
@@ -59,4 +63,5 @@ def build_services(settings: Settings) -> Services:
     )
     services = Services(settings=settings, db=db)
     services.health_checks["database"] = db.ping
+    services.state["database"] = db
     return services
