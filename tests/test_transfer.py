@@ -18,7 +18,7 @@ from monolith.database.tables import (
     target_checksum,
     target_types,
 )
-from monolith.database.transfer import copy_tables
+from monolith.database.transfer import copy_tables, occupied
 from monolith.database.values import canonical, converter
 from monolith.db import Database, open_database
 
@@ -153,6 +153,20 @@ async def test_a_changed_value_changes_the_checksum_wherever_the_row_sorts(
     await target.execute("INSERT INTO loose VALUES (1, 'same')")
     assert (await target_checksum(target, plans["loose"], 50)).rows == 3
     assert await target_checksum(target, plans["loose"], 50) != copied["loose"]
+
+
+async def test_a_target_is_empty_when_it_holds_only_what_a_fresh_migration_puts_there(
+    source_path: Path, target: Database
+) -> None:
+    async with SQLiteSource(source_path) as source:
+        plans = make_plans(await source.tables(), await target_types(target))
+        assert await occupied(target, plans, {}, 50) == []
+        copied = await copy_tables(source, target, plans, size=50)
+    # Rows a migration inserts (a baseline) do not make a target busy; anything else does.
+    assert await occupied(target, plans, copied, 50) == []
+    assert sorted(await occupied(target, plans, {}, 50)) == sorted(p.name for p in plans)
+    await target.execute("UPDATE flags SET on_off = NOT on_off WHERE id = 5")
+    assert await occupied(target, plans, copied, 50) == ["flags"]
 
 
 async def test_a_value_the_target_cannot_hold_names_its_column_and_copies_nothing(

@@ -23,7 +23,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "every backend answers. Exits 1 on a problem, e.g. per-box state while "
         "MONOLITH_INSTANCES is above 1.",
     )
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds each backend gets to answer")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long each backend gets to answer (default 5)",
+    )
     add_json_flag(p)
     p.set_defaults(func=cmd_doctor)
 

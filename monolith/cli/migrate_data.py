@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--verify-only", action="store_true", help="copy nothing; compare source and target"
     )
-    p.add_argument("--batch", type=int, default=1000, metavar="N", help="rows per batch")
+    p.add_argument(
+        "--batch", type=int, default=1000, metavar="N", help="rows per batch (default 1000)"
+    )
     add_json_flag(p)
     p.set_defaults(func=cmd_migrate_data)
 
