@@ -12,8 +12,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from monolith.channels import open_channels
 from monolith.config import Settings
 from monolith.db import Database, open_database
+from monolith.events import EventHub
+from monolith.jobs import Jobs
+from monolith.media import MediaStorage, open_media
 from monolith.state import HoldsState
 
 HealthCheck = Callable[[], Awaitable[None]]
@@ -29,6 +33,12 @@ class Component(Protocol):
 class Services:
     settings: Settings
     db: Database
+    #: Live events: publish after a commit, listen from SSE/WebSocket handlers.
+    events: EventHub
+    #: Uploaded files (product images).
+    media: MediaStorage
+    #: The job queue: enqueue anywhere; runs jobs only where built with ``run_jobs``.
+    jobs: Jobs
     #: Which component holds each piece of state ("database", "cache", "sessions", ...), for
     #: ``doctor``: each says its scope (process, box, shared) and describes its backend.
     state: dict[str, HoldsState] = field(default_factory=dict)
@@ -41,8 +51,12 @@ class Services:
     _started: list[Component] = field(default_factory=list)
 
     async def start(self) -> None:
+        """Start the database, apply pending migrations, then start every component."""
+        from monolith.database.migrate import migrate
+
         await self.db.start()
         self._started.append(self.db)
+        await migrate(self.db)  # before any component (the job runner) touches the tables
         for component in self.components:
             await component.start()
             self._started.append(component)
@@ -52,8 +66,12 @@ class Services:
             await self._started.pop().stop()
 
 
-def build_services(settings: Settings) -> Services:
-    """Construct every component from settings; connects to nothing."""
+def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
+    """Construct every component from settings; connects to nothing.
+
+    ``run_jobs``: this process competes to be the one that runs jobs and schedules
+    (``serve``'s workers with ``MONOLITH_RUN_JOBS=auto``, ``monolith worker``).
+    """
     db = open_database(
         settings.database.url,
         synchronous=settings.database.sqlite_synchronous,
@@ -61,7 +79,18 @@ def build_services(settings: Settings) -> Services:
         readers=settings.database.readers,
         pool_size=settings.database.pool_size,
     )
-    services = Services(settings=settings, db=db)
+    channels = open_channels(settings.channels_url, db)
+    jobs = Jobs(db, settings.jobs, data_dir=settings.data_dir, run=run_jobs)
+    services = Services(
+        settings=settings,
+        db=db,
+        events=EventHub(channels),
+        media=open_media(settings.media_dir),
+        jobs=jobs,
+    )
+    jobs.services = services
+    services.components += [services.media, services.events, jobs]
     services.health_checks["database"] = db.ping
+    services.health_checks["jobs"] = jobs.check
     services.state["database"] = db
     return services
