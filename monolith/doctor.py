@@ -279,7 +279,8 @@ def _one_line(exc: BaseException) -> str:
 async def reach(
     holders: Mapping[str, HoldsState], patience: float
 ) -> tuple[list[Finding], list[Any]]:
-    """Start and ping each distinct holder that can be pinged: the findings, and what to stop."""
+    """Ping each distinct holder that can be pinged (started first if it starts): findings, and
+    what to stop."""
     groups: dict[int, tuple[HoldsState, list[str]]] = {}
     for name, holder in holders.items():
         groups.setdefault(id(holder), (holder, []))[1].append(name)
@@ -287,12 +288,13 @@ async def reach(
     started: list[Any] = []
     for holder, names in groups.values():
         start, ping = getattr(holder, "start", None), getattr(holder, "ping", None)
-        if not callable(start) or not callable(ping):
+        if not callable(ping):
             continue
         label = ", ".join(names)
         try:
-            await asyncio.wait_for(start(), patience)
-            started.append(holder)
+            if callable(start):  # a client that connects on first use needs no start
+                await asyncio.wait_for(start(), patience)
+                started.append(holder)
             await asyncio.wait_for(ping(), patience)
         except TimeoutError:
             found.append(

@@ -92,5 +92,7 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
     services.components += [services.media, services.events, jobs]
     services.health_checks["database"] = db.ping
     services.health_checks["jobs"] = jobs.check
-    services.state["database"] = db
+    services.state.update({"database": db, **jobs.state_holders(), "uploads": services.media})
+    if isinstance(channels, HoldsState):  # every backend of ours is; a foreign one is "absent"
+        services.state["pub/sub"] = channels
     return services

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 Scope = Literal["process", "box", "shared"]
 SCOPES: tuple[Scope, ...] = ("process", "box", "shared")
@@ -85,3 +86,12 @@ def filesystem_scope(path: Path, mounts: str | None = None) -> Scope:
         if inside and len(point) >= len(best):
             best, best_type = point, fields[2]
     return "shared" if best_type in NETWORK_FILESYSTEMS else "box"
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (and query), for ``describe()``: ``redis://host:6379/0``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, f"{parts.username}@{host}", parts.path, "", ""))

@@ -13,10 +13,13 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from monolith.app import create_app
+from monolith.channels import open_channels
 from monolith.config import load_settings
 from monolith.database.postgres import PostgresDatabase
 from monolith.database.sqlite import SQLiteDatabase
 from monolith.doctor import CATALOGUE, app_state_check, judge, state_items
+from monolith.jobqueue import open_queue
+from monolith.media import open_media
 from monolith.services import build_services
 from monolith.state import HoldsState, filesystem_scope
 from tests.server import base_env, run_cli
@@ -70,27 +73,57 @@ def test_several_instances_with_per_box_state_fail_naming_the_fix(data_dir: Path
     code, report, _ = doctor(dev_env(data_dir, MONOLITH_INSTANCES="2"))
     assert code == 1 and report["ok"] is False and report["instances"] == 2
     problems = {i["name"] for i in report["state"] if i["level"] == "problem"}
-    assert problems == {"database", "session key"}
+    assert problems == {"database", "session key", "jobs", "schedules", "pub/sub", "uploads"}
     assert item(report, "database")["fix"].startswith("MONOLITH_DATABASE_URL=postgresql://")
 
     done = run_cli("doctor", env=dev_env(data_dir, MONOLITH_INSTANCES="2"))
     assert done.returncode == 1
     assert "PROBLEM database" in done.stdout and "fix: MONOLITH_DATABASE_URL=" in done.stdout
-    assert "2 problem(s)" in done.stdout
+    assert "6 problem(s)" in done.stdout
 
 
 @pytest.mark.postgres
-def test_a_postgresql_database_is_shared_by_every_instance(
+def test_postgresql_shares_data_jobs_schedules_and_pub_sub_but_not_uploads(
     data_dir: Path, fresh_pg_url: str
 ) -> None:
     env = base_env(data_dir, MONOLITH_DATABASE_URL=fresh_pg_url, MONOLITH_INSTANCES="2")
     code, report, _ = doctor(env)
-    database = item(report, "database")
-    assert database["scope"] == "shared" and database["level"] == "ok"
-    assert database["breaks"] == ""
-    assert item(report, "session key")["scope"] == "shared"  # set in the environment
+    for name in ("database", "session key", "jobs", "schedules", "pub/sub"):
+        assert (item(report, name)["scope"], item(report, name)["level"]) == ("shared", "ok")
+    assert item(report, "database")["breaks"] == ""
+    assert item(report, "schedules")["backend"].startswith("an advisory lock in postgresql://")
     assert check(report, "database")["level"] == "ok"
-    assert code == (0 if report["ok"] else 1)
+    # Uploads sit in a local directory: doctor says why a second instance cannot read them.
+    uploads = item(report, "uploads")
+    assert (uploads["scope"], uploads["level"]) == ("box", "problem")
+    assert "a 404 on the other" in uploads["breaks"]
+    assert code == 1
+
+
+@pytest.mark.redis
+def test_pub_sub_on_redis_is_shared_and_checked(data_dir: Path, redis_url: str) -> None:
+    code, report, _ = doctor(base_env(data_dir, MONOLITH_CHANNELS_URL=redis_url))
+    assert code == 0
+    assert item(report, "pub/sub")["scope"] == "shared"
+    assert check(report, "pub/sub") == {
+        "check": "pub/sub",
+        "level": "ok",
+        "message": f"{redis_url} answers",
+    }
+
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    code, report, _ = doctor(base_env(data_dir, MONOLITH_CHANNELS_URL=down))
+    assert code == 1
+    assert check(report, "pub/sub")["message"].startswith(f"cannot reach {down}: ")
+
+
+def test_in_process_pub_sub_fails_with_several_workers(data_dir: Path) -> None:
+    env = base_env(data_dir, MONOLITH_CHANNELS_URL="memory://", MONOLITH_WORKERS="2")
+    code, report, _ = doctor(env)
+    pubsub = item(report, "pub/sub")
+    assert (pubsub["scope"], pubsub["level"]) == ("process", "problem")
+    assert "between the worker processes of one box" in pubsub["breaks"]
+    assert code == 1
 
 
 def test_an_unreachable_postgresql_is_one_clear_line(data_dir: Path) -> None:
@@ -211,9 +244,23 @@ def test_metrics_per_box_are_fine_with_several_instances() -> None:
 def test_components_report_their_own_scope(data_dir: Path) -> None:
     sqlite = SQLiteDatabase(data_dir / "x.db")
     postgres = PostgresDatabase("postgresql://u:secret@db.example:5432/app")
-    assert isinstance(sqlite, HoldsState) and isinstance(postgres, HoldsState)
-    assert (sqlite.scope, postgres.scope) == ("box", "shared")
-    assert "secret" not in postgres.describe()
+    holders = {
+        "sqlite": (sqlite, "box"),
+        "postgres": (postgres, "shared"),
+        "channels on sqlite": (open_channels("", sqlite), "box"),
+        "channels on postgres": (open_channels("", postgres), "shared"),
+        "channels in memory": (open_channels("memory://", sqlite), "process"),
+        "channels on redis": (open_channels("redis://u:secret@cache:6379/0", sqlite), "shared"),
+        "media": (open_media(data_dir / "media"), "box"),
+        "queue on sqlite": (open_queue(sqlite, data_dir), "box"),
+        "queue on postgres": (open_queue(postgres, data_dir), "shared"),
+        "election on sqlite": (open_queue(sqlite, data_dir).election(), "box"),
+        "election on postgres": (open_queue(postgres, data_dir).election(), "shared"),
+    }
+    for name, (holder, scope) in holders.items():
+        assert isinstance(holder, HoldsState), name
+        assert holder.scope == scope, name
+        assert "secret" not in holder.describe(), name
 
     settings = load_settings(base_env(data_dir, MONOLITH_INSTANCES="2"), dotenv=None)
     svc = build_services(settings)
