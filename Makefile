@@ -27,8 +27,25 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# pytest runs twice: the default profile (SQLite, the disk cache, pub/sub on SQLite), then the
+# scale-out profile (MONOLITH_TEST_PROFILE=scaleout: every app on a fresh PostgreSQL database,
+# Redis for the cache, rate limits, sessions and pub/sub; see tests/profile.py). The scale-out
+# run leaves out the tests marked `profile_independent`, which would run exactly as in the
+# default run: unit and conformance tests that build no app or choose every backend
+# themselves (they are parametrized over SQLite/PostgreSQL/disk/Redis already), and the
+# SQLite-only backup, migrate-data and one-box doctor tests. Without PostgreSQL and Redis on
+# this machine the scale-out run is skipped with the reason; under CI=true it always runs,
+# and a missing server fails it.
 pytest: $(STAMP)
+	@echo "== pytest, default profile: SQLite, disk cache, pub/sub on SQLite =="
 	$(BIN)/pytest $(PYTEST_ARGS)
+	@if [ "$$CI" = true ] || $(BIN)/python -m tests.profile; then \
+		echo "== pytest, scale-out profile: PostgreSQL, Redis cache and pub/sub =="; \
+		echo "MONOLITH_TEST_PROFILE=scaleout $(BIN)/pytest $(PYTEST_ARGS)"; \
+		MONOLITH_TEST_PROFILE=scaleout $(BIN)/pytest $(PYTEST_ARGS); \
+	else \
+		echo "== pytest, scale-out profile: SKIPPED (start both servers to run it) =="; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 Scope = Literal["process", "box", "shared"]
 SCOPES: tuple[Scope, ...] = ("process", "box", "shared")
@@ -95,3 +95,16 @@ def redact_url(url: str) -> str:
         return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit((parts.scheme, f"{parts.username}@{host}", parts.path, "", ""))
+
+
+def split_namespace(url: str, default: str) -> tuple[str, str]:
+    """``redis://host/0?namespace=shop`` -> (``redis://host/0``, ``"shop"``); ``default`` if absent.
+
+    A namespace keeps several deployments (or test runs) apart on one Redis: the store prefixes
+    its keys with it, pub/sub its channel names. The driver never sees the parameter.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    namespace = next((v for k, v in query if k == "namespace" and v), default)
+    rest = urlencode([(k, v) for k, v in query if k != "namespace"])
+    return urlunsplit(parts._replace(query=rest)), namespace

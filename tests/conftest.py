@@ -1,8 +1,10 @@
-"""Fixtures shared by every suite: fresh databases per run, Redis key prefixes, data dirs."""
+"""Fixtures shared by every suite: fresh databases per run, Redis key prefixes, data dirs;
+and the test profile (``MONOLITH_TEST_PROFILE``, :mod:`tests.profile`): its line at the top of
+a run, its servers checked before anything runs, and its databases owned by fixtures and tests.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -10,17 +12,52 @@ import pytest
 
 from monolith.database.migrate import migrate
 from monolith.db import Database, open_database
-from tests.services import PG_ADMIN_URL, REDIS_URL, require_postgres, require_redis, unique_name
+from tests import profile
+from tests.services import (
+    REDIS_URL,
+    pg_admin,
+    pg_url,
+    redis_delete_prefix,
+    require_postgres,
+    require_redis,
+    unique_name,
+)
 
 
-async def _pg_admin(sql: str) -> None:
-    import asyncpg
+def pytest_configure(config: pytest.Config) -> None:
+    reason = profile.problem()
+    if reason:
+        raise pytest.UsageError(reason)
 
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"monolith test profile: {profile.describe()}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The scale-out run leaves out the tests that would run exactly as in the default run."""
+    if not profile.SCALEOUT:
+        return
+    same = [item for item in items if item.get_closest_marker("profile_independent")]
+    if same:
+        config.hook.pytest_deselected(items=same)
+        items[:] = [item for item in items if not item.get_closest_marker("profile_independent")]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[object], request: pytest.FixtureRequest
+) -> Iterator[object]:
+    # A database the profile creates while a fixture is set up lives as long as that fixture.
+    with profile.owned_by(request):
+        return (yield)
+
+
+@pytest.fixture(autouse=True)
+def _profile_apps(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Databases the profile creates in a test's body are dropped after the test."""
+    with profile.owned_by(request):
+        yield
 
 
 @pytest.fixture
@@ -28,9 +65,9 @@ def fresh_pg_url() -> Iterator[str]:
     """A brand-new PostgreSQL database for one test, dropped afterwards."""
     require_postgres()
     name = unique_name("monolith_t")
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    pg_admin(f'CREATE DATABASE "{name}"')
+    yield pg_url(name)
+    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -45,18 +82,7 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; every key under it is deleted afterwards."""
     prefix = unique_name("monolith_test") + ":"
     yield prefix
-
-    async def _cleanup() -> None:
-        import redis.asyncio as aioredis
-
-        client = aioredis.from_url(redis_url)
-        try:
-            async for key in client.scan_iter(match=f"{prefix}*", count=500):
-                await client.delete(key)
-        finally:
-            await client.aclose()
-
-    asyncio.run(_cleanup())
+    redis_delete_prefix(prefix)
 
 
 @pytest.fixture

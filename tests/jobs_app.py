@@ -1,7 +1,8 @@
 """Jobs for the real-process tests (loaded with ``MONOLITH_JOBS_MODULES=tests.jobs_app``).
 
-``test.record`` sleeps ``payload["sleep"]`` seconds, then appends ``"<id> <attempt> <key>"`` to
-``<data dir>/runs.log`` (one small ``O_APPEND`` write: whole lines even under kill -9).
+``test.record`` sleeps ``payload["sleep"]`` seconds, then appends ``"<id> <attempt> <key> <pid>"``
+to ``<data dir>/runs.log`` (one small ``O_APPEND`` write: whole lines even under kill -9), the
+data dir and pid being those of the process that ran it.
 ``TEST_TICK_EVERY=<seconds>`` adds the schedule ``test.tick`` firing ``test.record``.
 """
 
@@ -17,7 +18,7 @@ from monolith.jobs import JobContext, job, schedule
 async def record(ctx: JobContext) -> None:
     payload = ctx.payload if isinstance(ctx.payload, dict) else {}
     await asyncio.sleep(float(payload.get("sleep", 0)))
-    line = f"{ctx.id} {ctx.attempt} {ctx.unique_key or '-'}\n".encode()
+    line = f"{ctx.id} {ctx.attempt} {ctx.unique_key or '-'} {os.getpid()}\n".encode()
     fd = os.open(ctx.jobs.data_dir / "runs.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)

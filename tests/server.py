@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.profile import DEFAULT_BACKENDS, backend_env
 from tests.services import free_port
 
 ADMIN_TOKEN = "test-admin-token"
@@ -24,7 +25,8 @@ NO_RATE_LIMITS = "login=0/minute,signup=0/minute,orders=0/minute,api=0/minute"
 
 
 def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment of a test server: its own data dir, JSON logs, an admin token."""
+    """The environment of a test server: its own data dir, JSON logs, an admin token, and the
+    test profile's backends (:mod:`tests.profile`) for whatever ``extra`` does not set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MONOLITH_")}
     env.update(
         MONOLITH_ENV="test",
@@ -36,8 +38,15 @@ def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
         MONOLITH_RATE_LIMITS=NO_RATE_LIMITS,
         PYTHONUNBUFFERED="1",
     )
+    env.update(backend_env(data_dir, extra))
     env.update(extra)
     return env
+
+
+def box_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """:func:`base_env` on the one-box defaults in every profile: SQLite, the disk cache and
+    pub/sub on SQLite in the data dir (for tests about those backends: backup, migrate-data)."""
+    return base_env(data_dir, **(DEFAULT_BACKENDS | extra))
 
 
 def monolith_cmd(*args: str) -> list[str]:

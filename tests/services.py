@@ -6,10 +6,15 @@ otherwise; under ``CI=true`` a missing service is an error, never a skip.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -38,12 +43,25 @@ def require(what: str, ok: bool, how: str) -> None:
     pytest.skip(message)
 
 
+def _reachable_url(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    return _reachable(parts.hostname or "127.0.0.1", parts.port or default_port)
+
+
+def reachable_postgres() -> bool:
+    return _reachable_url(PG_ADMIN_URL, 5432)
+
+
+def reachable_redis() -> bool:
+    return _reachable_url(REDIS_URL, 6379)
+
+
 def require_postgres() -> None:
-    require("PostgreSQL", _reachable("127.0.0.1", 5432), "start it on 127.0.0.1:5432")
+    require("PostgreSQL", reachable_postgres(), f"start it ({PG_ADMIN_URL})")
 
 
 def require_redis() -> None:
-    require("Redis", _reachable("127.0.0.1", 6379), "start it on 127.0.0.1:6379")
+    require("Redis", reachable_redis(), f"start it ({REDIS_URL})")
 
 
 def require_binary(name: str, package: str) -> str:
@@ -61,3 +79,50 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def pg_url(database: str) -> str:
+    """The URL of ``database`` on the test server."""
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+
+
+def run_async(make: Callable[[], Awaitable[Any]]) -> Any:
+    """Run an async call to completion from sync code, or from inside a running event loop
+    (tests build settings in both), on a loop of its own in a thread."""
+
+    async def call() -> Any:
+        return await make()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, call()).result(timeout=60)
+
+
+def pg_admin(sql: str) -> None:
+    """Run one statement on the test server's admin connection (CREATE/DROP DATABASE)."""
+
+    async def run() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    run_async(run)
+
+
+def redis_delete_prefix(prefix: str) -> None:
+    """Delete every key under ``prefix`` on the test Redis."""
+
+    async def run() -> None:
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(REDIS_URL)
+        try:
+            async for key in client.scan_iter(match=f"{prefix}*", count=500):
+                await client.delete(key)
+        finally:
+            await client.aclose()
+
+    run_async(run)

@@ -15,6 +15,8 @@ from monolith.database.sqlite import SQLiteDatabase
 from monolith.db import Database, open_database
 from monolith.errors import BackupError
 
+pytestmark = pytest.mark.profile_independent
+
 INSERT = (
     "INSERT INTO products (name, description, price_cents, stock, created_at, updated_at) "
     "VALUES (?, ?, ?, ?, ?, ?)"

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import ADMIN_TOKEN, ServerProcess, base_env, run_cli
+from tests.server import ADMIN_TOKEN, ServerProcess, box_env, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.profile_independent]
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 WRITES = 1000
@@ -35,7 +35,7 @@ def test_a_backup_taken_during_1000_writes_restores_every_write_acknowledged_bef
     # machine's speed, so there are always writes before, during and after the backup.
     stop_at = [10**9]
 
-    with ServerProcess(live, workers=2) as server:
+    with ServerProcess(live, workers=2, env=box_env(live)) as server:
 
         def write(worker: int) -> None:
             with httpx.Client(base_url=server.url, headers=ADMIN, timeout=30) as client:
@@ -62,7 +62,7 @@ def test_a_backup_taken_during_1000_writes_restores_every_write_acknowledged_bef
             assert reached.wait(60), errors
             with lock:
                 before_backup = set(acked)
-            taken = run_cli("backup", "--json", env=base_env(live), timeout=120)
+            taken = run_cli("backup", "--json", env=box_env(live), timeout=120)
             with lock:
                 after_backup = set(acked)
                 stop_at[0] = max(WRITES, len(acked) + 20)
@@ -80,7 +80,7 @@ def test_a_backup_taken_during_1000_writes_restores_every_write_acknowledged_bef
     backup = Path(json.loads(taken.stdout)["path"])
     assert backup.parent == live / "backups"
     fresh = tmp_path / "fresh"
-    restored = run_cli("restore", str(backup), env=base_env(fresh))
+    restored = run_cli("restore", str(backup), env=box_env(fresh))
     assert restored.returncode == 0, restored.stderr
 
     with sqlite3.connect(fresh / "monolith.db") as conn:
@@ -94,12 +94,12 @@ def test_a_backup_taken_during_1000_writes_restores_every_write_acknowledged_bef
     assert got == everything[: len(got)]
     assert not (set(acked) - after_backup) & set(got)
 
-    again = run_cli("restore", str(backup), env=base_env(fresh))
+    again = run_cli("restore", str(backup), env=box_env(fresh))
     assert again.returncode == 1
     assert "empty data dir" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
 
-    with ServerProcess(fresh, workers=1) as server:
+    with ServerProcess(fresh, workers=1, env=box_env(fresh)) as server:
         some = min(before_backup)
         assert httpx.get(f"{server.url}/api/products/{some}").json()["id"] == some
 
@@ -107,7 +107,7 @@ def test_a_backup_taken_during_1000_writes_restores_every_write_acknowledged_bef
 def test_backup_keeps_the_newest_n_and_reports_progress(tmp_path: Path) -> None:
     live = tmp_path / "live"
     live.mkdir()
-    env = base_env(live)
+    env = box_env(live)
     assert run_cli("seed-demo", env=env).returncode == 0
     made = []
     for _ in range(3):
@@ -123,7 +123,7 @@ def test_backup_keeps_the_newest_n_and_reports_progress(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_backup_on_postgresql_says_pg_dump_and_fails(tmp_path: Path, fresh_pg_url: str) -> None:
-    env = base_env(tmp_path / "var", MONOLITH_DATABASE_URL=fresh_pg_url)
+    env = box_env(tmp_path / "var", MONOLITH_DATABASE_URL=fresh_pg_url)
     result = run_cli("backup", env=env)
     assert result.returncode == 1
     assert "pg_dump" in result.stderr
@@ -136,7 +136,7 @@ def test_restore_of_a_file_that_is_not_a_backup_changes_nothing(tmp_path: Path) 
     bogus = tmp_path / "bogus.db"
     bogus.write_bytes(b"\x00" * 4096)
     fresh = tmp_path / "fresh"
-    result = run_cli("restore", str(bogus), env=base_env(fresh))
+    result = run_cli("restore", str(bogus), env=box_env(fresh))
     assert (result.returncode, result.stdout) == (1, "")
     assert "not a SQLite database" in result.stderr
     assert not (fresh / "monolith.db").exists()
@@ -144,6 +144,6 @@ def test_restore_of_a_file_that_is_not_a_backup_changes_nothing(tmp_path: Path) 
 
 def test_backup_and_restore_have_help(tmp_path: Path) -> None:
     for command in ("backup", "restore"):
-        result = run_cli(command, "--help", env=base_env(tmp_path))
+        result = run_cli(command, "--help", env=box_env(tmp_path))
         assert result.returncode == 0
         assert "usage: monolith " + command in result.stdout

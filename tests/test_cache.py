@@ -14,6 +14,8 @@ from monolith.store import Store, open_store
 from tests.services import free_port
 from tests.stores import StoreSpec, in_processes
 
+pytestmark = pytest.mark.profile_independent
+
 
 class Item(msgspec.Struct):
     id: int

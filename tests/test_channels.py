@@ -27,6 +27,8 @@ from monolith.database.migrate import migrate
 from monolith.db import Database, open_database
 from monolith.errors import ConfigError
 
+pytestmark = pytest.mark.profile_independent
+
 Events = AsyncGenerator[tuple[str, bytes], None]
 Make = Callable[..., Awaitable[ChannelsBackend]]
 CEILING = 10.0
@@ -282,6 +284,37 @@ async def test_redis_channels_live_under_the_prefix(redis_url: str, redis_prefix
         await pubsub.aclose()
         await client.aclose()
         await backend.on_shutdown()
+
+
+@pytest.mark.redis
+async def test_redis_channels_take_their_namespace_from_the_url(
+    redis_url: str, redis_prefix: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    ours = open_channels(f"{redis_url}?namespace={redis_prefix}ours", None)  # type: ignore[arg-type]
+    theirs = open_channels(f"{redis_url}?namespace={redis_prefix}theirs", None)  # type: ignore[arg-type]
+    client = aioredis.from_url(redis_url)
+    pubsub = client.pubsub()
+    await ours.on_startup()
+    await theirs.on_startup()
+    try:
+        await pubsub.subscribe(f"{redis_prefix}ours:products")
+        await theirs.publish(b"not for us", ["products"])
+        await ours.publish(b"ours", ["products"])
+        heard = []
+        deadline = time.monotonic() + CEILING
+        while not heard and time.monotonic() < deadline:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            if message is not None:
+                heard.append(message["data"])
+        assert heard == [b"ours"]
+        assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2) is None
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+        await ours.on_shutdown()
+        await theirs.on_shutdown()
 
 
 # -- the factory -------------------------------------------------------------------------------

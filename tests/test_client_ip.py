@@ -11,6 +11,8 @@ from monolith.config import load_settings
 from monolith.errors import ConfigError
 from monolith.web.client_ip import UNKNOWN, check_trusted, client_ip
 
+pytestmark = pytest.mark.profile_independent
+
 LOCAL = ("127.0.0.1", "::1")
 
 

@@ -11,6 +11,8 @@ from monolith.config import RateLimit, load_settings, parse_rate_limits
 from monolith.errors import ConfigError
 from tests.server import run_cli
 
+pytestmark = pytest.mark.profile_independent
+
 
 def test_defaults_run_on_a_laptop(tmp_path: Path) -> None:
     s = load_settings({"MONOLITH_DATA_DIR": str(tmp_path)}, dotenv=None)

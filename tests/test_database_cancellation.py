@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
+
 from monolith.db import Database
+
+pytestmark = pytest.mark.profile_independent
 
 
 async def _insert(db: Database, name: str) -> None:

@@ -12,6 +12,8 @@ from monolith.database.postgres import to_pg
 from monolith.db import Database, open_database
 from monolith.errors import ConfigError, DatabaseBusy, IntegrityViolation, NotStarted
 
+pytestmark = pytest.mark.profile_independent
+
 
 async def _make_table(db: Database) -> None:
     async with db.transaction() as tx:

@@ -17,6 +17,8 @@ import pytest
 from monolith.config import Settings, load_settings, read_dotenv
 from tests.services import require, require_binary
 
+pytestmark = pytest.mark.profile_independent
+
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD = ROOT / "systemd"
 UNITS = sorted(p.name for p in SYSTEMD.iterdir() if p.suffix in (".service", ".timer"))

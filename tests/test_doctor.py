@@ -22,8 +22,12 @@ from monolith.jobqueue import open_queue
 from monolith.media import open_media
 from monolith.services import build_services
 from monolith.state import HoldsState, filesystem_scope
-from tests.server import base_env, run_cli
+from tests.server import box_env, run_cli
 from tests.services import free_port
+
+# Doctor is judged here on backends each test names (the one-box defaults unless it says
+# otherwise); the two-instance test runs it on PostgreSQL and Redis.
+pytestmark = pytest.mark.profile_independent
 
 
 def doctor(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any], str]:
@@ -44,7 +48,7 @@ def check(report: dict[str, Any], name: str) -> dict[str, Any]:
 
 def dev_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """A development box as `make run` sets it up: the secret key generated into the data dir."""
-    env = base_env(data_dir, MONOLITH_ENV="development", **extra)
+    env = box_env(data_dir, MONOLITH_ENV="development", **extra)
     del env["MONOLITH_SECRET_KEY"]
     return env
 
@@ -73,20 +77,30 @@ def test_several_instances_with_per_box_state_fail_naming_the_fix(data_dir: Path
     code, report, _ = doctor(dev_env(data_dir, MONOLITH_INSTANCES="2"))
     assert code == 1 and report["ok"] is False and report["instances"] == 2
     problems = {i["name"] for i in report["state"] if i["level"] == "problem"}
-    assert problems == {"database", "session key", "jobs", "schedules", "pub/sub", "uploads"}
+    assert problems == {
+        "database",
+        "cache",
+        "rate limits",
+        "sessions",
+        "session key",
+        "jobs",
+        "schedules",
+        "pub/sub",
+        "uploads",
+    }
     assert item(report, "database")["fix"].startswith("MONOLITH_DATABASE_URL=postgresql://")
 
     done = run_cli("doctor", env=dev_env(data_dir, MONOLITH_INSTANCES="2"))
     assert done.returncode == 1
     assert "PROBLEM database" in done.stdout and "fix: MONOLITH_DATABASE_URL=" in done.stdout
-    assert "6 problem(s)" in done.stdout
+    assert "9 problem(s)" in done.stdout
 
 
 @pytest.mark.postgres
 def test_postgresql_shares_data_jobs_schedules_and_pub_sub_but_not_uploads(
     data_dir: Path, fresh_pg_url: str
 ) -> None:
-    env = base_env(data_dir, MONOLITH_DATABASE_URL=fresh_pg_url, MONOLITH_INSTANCES="2")
+    env = box_env(data_dir, MONOLITH_DATABASE_URL=fresh_pg_url, MONOLITH_INSTANCES="2")
     code, report, _ = doctor(env)
     for name in ("database", "session key", "jobs", "schedules", "pub/sub"):
         assert (item(report, name)["scope"], item(report, name)["level"]) == ("shared", "ok")
@@ -102,7 +116,7 @@ def test_postgresql_shares_data_jobs_schedules_and_pub_sub_but_not_uploads(
 
 @pytest.mark.redis
 def test_pub_sub_on_redis_is_shared_and_checked(data_dir: Path, redis_url: str) -> None:
-    code, report, _ = doctor(base_env(data_dir, MONOLITH_CHANNELS_URL=redis_url))
+    code, report, _ = doctor(box_env(data_dir, MONOLITH_CHANNELS_URL=redis_url))
     assert code == 0
     assert item(report, "pub/sub")["scope"] == "shared"
     assert check(report, "pub/sub") == {
@@ -112,13 +126,13 @@ def test_pub_sub_on_redis_is_shared_and_checked(data_dir: Path, redis_url: str) 
     }
 
     down = f"redis://127.0.0.1:{free_port()}/0"
-    code, report, _ = doctor(base_env(data_dir, MONOLITH_CHANNELS_URL=down))
+    code, report, _ = doctor(box_env(data_dir, MONOLITH_CHANNELS_URL=down))
     assert code == 1
     assert check(report, "pub/sub")["message"].startswith(f"cannot reach {down}: ")
 
 
 def test_in_process_pub_sub_fails_with_several_workers(data_dir: Path) -> None:
-    env = base_env(data_dir, MONOLITH_CHANNELS_URL="memory://", MONOLITH_WORKERS="2")
+    env = box_env(data_dir, MONOLITH_CHANNELS_URL="memory://", MONOLITH_WORKERS="2")
     code, report, _ = doctor(env)
     pubsub = item(report, "pub/sub")
     assert (pubsub["scope"], pubsub["level"]) == ("process", "problem")
@@ -128,7 +142,7 @@ def test_in_process_pub_sub_fails_with_several_workers(data_dir: Path) -> None:
 
 def test_an_unreachable_postgresql_is_one_clear_line(data_dir: Path) -> None:
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
-    code, report, _ = doctor(base_env(data_dir, MONOLITH_DATABASE_URL=url))
+    code, report, _ = doctor(box_env(data_dir, MONOLITH_DATABASE_URL=url))
     assert code == 1
     assert check(report, "database") == {
         "check": "database",
@@ -151,14 +165,14 @@ def test_a_backend_that_hangs_is_reported_within_the_timeout(
     data_dir: Path, silent_port: int
 ) -> None:
     url = f"postgresql://postgres@127.0.0.1:{silent_port}/hung"
-    env = base_env(data_dir, MONOLITH_DATABASE_URL=url)
+    env = box_env(data_dir, MONOLITH_DATABASE_URL=url)
     code, report, _ = doctor(env, "--timeout", "0.5")
     assert code == 1
     assert check(report, "database")["message"] == f"{url} did not answer within 0.5s"
 
 
 def test_production_without_a_secret_key_is_a_problem_not_a_traceback(data_dir: Path) -> None:
-    env = base_env(data_dir, MONOLITH_ENV="production")
+    env = box_env(data_dir, MONOLITH_ENV="production")
     del env["MONOLITH_SECRET_KEY"]
     code, report, _ = doctor(env)
     assert code == 1
@@ -168,7 +182,7 @@ def test_production_without_a_secret_key_is_a_problem_not_a_traceback(data_dir: 
 
 
 def test_production_refuses_short_secrets(data_dir: Path) -> None:
-    env = base_env(
+    env = box_env(
         data_dir, MONOLITH_ENV="production", MONOLITH_SECRET_KEY="short", MONOLITH_ADMIN_TOKEN="x"
     )
     code, report, _ = doctor(env)
@@ -178,7 +192,7 @@ def test_production_refuses_short_secrets(data_dir: Path) -> None:
 
 
 def test_a_missing_admin_token_warns_without_failing(data_dir: Path) -> None:
-    env = base_env(data_dir)
+    env = box_env(data_dir)
     del env["MONOLITH_ADMIN_TOKEN"]
     code, report, _ = doctor(env)
     assert code == 0
@@ -195,21 +209,21 @@ def test_a_missing_admin_token_warns_without_failing(data_dir: Path) -> None:
 def test_trusted_proxies_are_checked(
     data_dir: Path, proxies: str, code: int, level: str, words: str
 ) -> None:
-    got, report, _ = doctor(base_env(data_dir, MONOLITH_TRUSTED_PROXIES=proxies))
+    got, report, _ = doctor(box_env(data_dir, MONOLITH_TRUSTED_PROXIES=proxies))
     assert got == code
     assert check(report, "trusted proxies")["level"] == level
     assert words in check(report, "trusted proxies")["message"]
 
 
 def test_a_trusted_proxy_that_is_not_an_address_is_a_settings_problem(data_dir: Path) -> None:
-    env = base_env(data_dir, MONOLITH_TRUSTED_PROXIES="127.0.0.1,caddy.local")
+    env = box_env(data_dir, MONOLITH_TRUSTED_PROXIES="127.0.0.1,caddy.local")
     code, report, _ = doctor(env)
     assert code == 1
     assert "'caddy.local'" in check(report, "settings")["message"]
 
 
 def test_app_state_must_hold_nothing(data_dir: Path) -> None:
-    settings = load_settings(base_env(data_dir), dotenv=None)
+    settings = load_settings(box_env(data_dir), dotenv=None)
     assert app_state_check(dict(create_app(settings).state)).level == "ok"
     leaky = Litestar(route_handlers=[], state=State({"visits": 0, "cache": {}}))
     finding = app_state_check(dict(leaky.state))
@@ -262,7 +276,7 @@ def test_components_report_their_own_scope(data_dir: Path) -> None:
         assert holder.scope == scope, name
         assert "secret" not in holder.describe(), name
 
-    settings = load_settings(base_env(data_dir, MONOLITH_INSTANCES="2"), dotenv=None)
+    settings = load_settings(box_env(data_dir, MONOLITH_INSTANCES="2"), dotenv=None)
     svc = build_services(settings)
     assert svc.state["database"] is svc.db
     # A piece of state the catalogue does not know yet is still judged by its scope.

@@ -18,6 +18,8 @@ from monolith.jobqueue.base import QueueStats, RunnerInfo
 from monolith.jobqueue.scheduler import Scheduler
 from monolith.jobs import STALL_SECONDS, JobContext, Jobs, JobSpec, Registry, judge
 
+pytestmark = pytest.mark.profile_independent
+
 FAST = JobSettings(concurrency=10, lease_seconds=5, grace_seconds=5, poll_seconds=0.2)
 
 

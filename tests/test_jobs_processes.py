@@ -1,17 +1,18 @@
 """Jobs across real processes: kill -9, SIGTERM, the election, schedules with several processes.
 
-Each test runs real ``monolith worker`` / ``monolith serve`` processes on SQLite in their own
-data dir, with the test jobs of :mod:`tests.jobs_app`, and reads what ran from the runs log
-the jobs append to and from the database file itself.
+Each test runs real ``monolith worker`` / ``monolith serve`` processes in their own data dir
+(on SQLite, or the scale-out test profile's PostgreSQL database), with the test jobs of
+:mod:`tests.jobs_app`, and reads what ran from the runs log the jobs append to and from the
+database itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
 import signal
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from monolith.config import load_settings
+from monolith.db import open_database
 from tests.server import ServerProcess, base_env, run_cli
 
 pytestmark = pytest.mark.slow
@@ -46,21 +49,37 @@ def enqueue(env: dict[str, str], *args: str) -> list[int]:
     return list(json.loads(done.stdout)["ids"])
 
 
-def runs(data_dir: Path) -> list[tuple[int, int, str]]:
-    """(job id, attempt, unique key) of every completed run, in order."""
+def _run_lines(data_dir: Path) -> list[list[str]]:
     try:
         text = (data_dir / "runs.log").read_text()
     except FileNotFoundError:
         return []
-    return [(int(a), int(b), c) for a, b, c in (line.split() for line in text.splitlines())]
+    return [line.split() for line in text.splitlines()]
+
+
+def runs(data_dir: Path) -> list[tuple[int, int, str]]:
+    """(job id, attempt, unique key) of every completed run, in order."""
+    return [(int(a), int(b), c) for a, b, c, _ in _run_lines(data_dir)]
+
+
+def ran_in(data_dir: Path) -> int:
+    """The pid of the process that ran the last job (the leader, since only it runs jobs)."""
+    return int(_run_lines(data_dir)[-1][3])
 
 
 def query(data_dir: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{data_dir / 'monolith.db'}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+    """Rows from the database of the app in ``data_dir`` (its processes' database)."""
+    url = load_settings(job_env(data_dir), dotenv=None).database.url
+
+    async def fetch() -> list[tuple[Any, ...]]:
+        db = open_database(url)
+        await db.start()
+        try:
+            return [tuple(row) for row in await db.fetch_all(sql)]
+        finally:
+            await db.stop()
+
+    return list(asyncio.run(fetch()))
 
 
 def eventually(check: Callable[[], bool], within: float, what: str) -> None:
@@ -162,15 +181,15 @@ def test_when_the_leader_dies_another_process_takes_over(data_dir: Path) -> None
     env = job_env(data_dir, MONOLITH_JOBS_LEASE_SECONDS="2")
     serve = ServerProcess(data_dir, workers=2, env=env).start()
     standby = ServerProcess(data_dir, command=("worker",), env=env).start()
-    lock = data_dir / "jobs.leader"
     try:
         enqueue(env)
         eventually(lambda: len(runs(data_dir)) == 1, 30, "the first job ran")
-        leader = int(lock.read_text())
+        leader = ran_in(data_dir)
+        assert leader in serve.worker_pids() | {standby.proc.pid}  # type: ignore[union-attr]
         os.kill(leader, signal.SIGKILL)
         enqueue(env)
         eventually(lambda: len(runs(data_dir)) == 2, 30, "a new leader ran the second job")
-        new_leader = int(lock.read_text())
+        new_leader = ran_in(data_dir)
         assert new_leader != leader
         os.kill(new_leader, 0)  # alive
     finally:

@@ -23,6 +23,8 @@ from monolith.media import (
 from monolith.media.local import LocalMediaStorage
 from tests.images import JPEG, WEBP, png_bytes
 
+pytestmark = pytest.mark.profile_independent
+
 Make = Callable[[], Awaitable[MediaStorage]]
 
 HOSTILE_KEYS = [

@@ -14,8 +14,11 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from tests.apphelpers import ADMIN, app_client, make_settings
-from tests.server import base_env, run_cli
+from tests.profile import DEFAULT_BACKENDS
+from tests.server import box_env, run_cli
 from tests.services import free_port
+
+pytestmark = pytest.mark.profile_independent
 
 EXTRA_PRODUCTS = 3000
 
@@ -48,7 +51,7 @@ def _add_products(db_path: Path, count: int) -> None:
 def source(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A data dir made the way `make run` makes one (migrate, seed-demo), plus many rows."""
     data_dir = tmp_path_factory.mktemp("source") / "var"
-    env = base_env(data_dir)
+    env = box_env(data_dir)
     for command in (("migrate",), ("seed-demo",)):
         done = run_cli(*command, env=env)
         assert done.returncode == 0, done.stderr
@@ -107,8 +110,12 @@ async def test_the_copy_verifies_and_the_app_serves_the_same_data(
     assert re.search(r"copying: (\d+)/\1 done", stderr), stderr  # the progress bar's last line
 
     # No job runner: the source stays as it was for the other tests of this module.
-    sqlite_app = make_settings(Path(source["MONOLITH_DATA_DIR"]), MONOLITH_RUN_JOBS="no")
-    pg_app = make_settings(tmp_path / "pg", MONOLITH_DATABASE_URL=fresh_pg_url)
+    sqlite_app = make_settings(
+        Path(source["MONOLITH_DATA_DIR"]), **DEFAULT_BACKENDS, MONOLITH_RUN_JOBS="no"
+    )
+    pg_app = make_settings(
+        tmp_path / "pg", **(DEFAULT_BACKENDS | {"MONOLITH_DATABASE_URL": fresh_pg_url})
+    )
     async with app_client(sqlite_app) as on_sqlite, app_client(pg_app) as on_postgres:
         assert await _all_pages(on_postgres) == await _all_pages(on_sqlite)
         # Ids were kept and the identity sequence moved past them: a new product gets a new id.
@@ -170,14 +177,14 @@ def test_a_source_behind_on_migrations_is_refused(tmp_path: Path, fresh_pg_url: 
     data_dir = tmp_path / "var"
     data_dir.mkdir()
     sqlite3.connect(data_dir / "monolith.db").close()  # exists, never migrated
-    code, _, stderr = _migrate_data(base_env(data_dir), "--to", fresh_pg_url)
+    code, _, stderr = _migrate_data(box_env(data_dir), "--to", fresh_pg_url)
     assert code == 1
     assert "pending migration(s); run monolith migrate first" in stderr
 
 
 @pytest.mark.postgres
 def test_a_table_the_target_does_not_have_is_refused(tmp_path: Path, fresh_pg_url: str) -> None:
-    env = base_env(tmp_path / "var")
+    env = box_env(tmp_path / "var")
     assert run_cli("migrate", env=env).returncode == 0
     conn = sqlite3.connect(tmp_path / "var" / "monolith.db")
     conn.execute("CREATE TABLE scratch (id INTEGER PRIMARY KEY, note TEXT)")
@@ -198,7 +205,7 @@ def test_an_unreachable_target_is_one_clear_line(source: dict[str, str]) -> None
 
 
 def test_the_source_must_be_sqlite(tmp_path: Path) -> None:
-    env = base_env(tmp_path / "var", MONOLITH_DATABASE_URL="postgresql://postgres@127.0.0.1/x")
+    env = box_env(tmp_path / "var", MONOLITH_DATABASE_URL="postgresql://postgres@127.0.0.1/x")
     code, _, stderr = _migrate_data(env, "--to", "postgresql://postgres@127.0.0.1/y")
     assert code == 1
     assert "the source must be a SQLite database" in stderr and "--from sqlite:///" in stderr

@@ -13,9 +13,10 @@ from monolith import orders
 from monolith.db import Database, open_database
 from monolith.jobs import Jobs
 from tests.apphelpers import make_settings
-from tests.server import ServerProcess, base_env, run_cli
+from tests.profile import DEFAULT_BACKENDS
+from tests.server import ServerProcess, box_env, run_cli
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.profile_independent]
 
 ORDERS = 10_000
 USERS = 20
@@ -38,7 +39,7 @@ async def _place_orders(db: Database) -> None:
 
 
 async def _make_source(data_dir: Path) -> None:
-    settings = make_settings(data_dir)
+    settings = make_settings(data_dir, **DEFAULT_BACKENDS)
     db = open_database(settings.database.url)
     await db.start()
     jobs = Jobs(db, settings.jobs, data_dir=data_dir)
@@ -89,11 +90,11 @@ def test_ten_thousand_orders_and_jobs_in_flight_move_to_postgresql(
     tmp_path: Path, fresh_pg_url: str
 ) -> None:
     data_dir = tmp_path / "var"
-    env = base_env(data_dir)
+    env = box_env(data_dir)
     for command in (("migrate",), ("seed-demo", "--if-empty")):  # what `make run` does first
         assert run_cli(*command, env=env).returncode == 0
     asyncio.run(_make_source(data_dir))
-    sqlite_url = make_settings(data_dir).database.url
+    sqlite_url = make_settings(data_dir, **DEFAULT_BACKENDS).database.url
 
     done = run_cli("migrate-data", "--to", fresh_pg_url, env=env, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -10,6 +10,7 @@ import pytest
 from monolith.database import migrate as migrations
 from monolith.db import Database, open_database
 from monolith.errors import MigrationError
+from tests.profile import DEFAULT_BACKENDS
 from tests.server import base_env, monolith_cmd
 
 pytestmark = pytest.mark.slow
@@ -67,11 +68,12 @@ def test_migrate_status_flags_a_changed_migration(tmp_path: Path) -> None:
     assert '"pending"' in run.stdout
 
 
+@pytest.mark.profile_independent
 @pytest.mark.parametrize("processes", [6])
 def test_concurrent_processes_apply_each_migration_exactly_once(
     db_url: str, tmp_path: Path, processes: int
 ) -> None:
-    env = base_env(tmp_path / "var", MONOLITH_DATABASE_URL=db_url)
+    env = base_env(tmp_path / "var", **(DEFAULT_BACKENDS | {"MONOLITH_DATABASE_URL": db_url}))
     procs = [
         subprocess.Popen(
             monolith_cmd("migrate", "--json"),

@@ -21,6 +21,8 @@ from monolith.orders import (
     place_order,
 )
 
+pytestmark = pytest.mark.profile_independent
+
 
 async def add_product(db: Database, name: str, price: int, stock: int) -> int:
     now = time.time()

@@ -13,6 +13,8 @@ from monolith.db import Database, open_database
 from monolith.jobqueue import open_queue
 from monolith.jobqueue.base import JobQueue, NewJob, Outcome, RunnerInfo
 
+pytestmark = pytest.mark.profile_independent
+
 
 def new(name: str = "t.job", **kw: object) -> NewJob:
     fields: dict[str, object] = {"payload": "{}", "run_at": time.time()} | kw

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from monolith.config import RateLimit
 from monolith.ratelimit import RateLimiter
 from monolith.store import Store
 from tests.stores import StoreSpec, in_processes
+
+pytestmark = pytest.mark.profile_independent
 
 
 async def test_the_limit_admits_exactly_n_then_refuses(store: Store) -> None:

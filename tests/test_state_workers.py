@@ -51,7 +51,8 @@ def server(
 ) -> Iterator[ServerProcess]:
     data_dir = tmp_path_factory.mktemp("workers") / "var"
     data_dir.mkdir()
-    env = base_env(data_dir, MONOLITH_RATE_LIMITS=LIMITS)
+    # "disk": the disk cache in every test profile (the database is the profile's).
+    env = base_env(data_dir, MONOLITH_RATE_LIMITS=LIMITS, MONOLITH_CACHE_URL="")
     namespace = None
     if request.param == "redis":
         require_redis()
@@ -151,8 +152,11 @@ def test_a_cache_directory_deleted_or_corrupted_while_serving_costs_misses(
     server: ServerProcess,
 ) -> None:
     cache_dir = server.data_dir / "cache"
-    url = f"{server.url}/api/products/1"
-    fresh("POST", f"{server.url}/api/products", headers=ADMIN, json={"name": "A", "price_cents": 1})
+    created = fresh(
+        "POST", f"{server.url}/api/products", headers=ADMIN, json={"name": "A", "price_cents": 1}
+    )
+    assert created.status_code == 201, created.text
+    url = f"{server.url}/api/products/{created.json()['id']}"
     assert {r.status_code for r in many(6, "GET", url)} == {200}
     shutil.rmtree(cache_dir)
     assert {r.status_code for r in many(10, "GET", url)} == {200}

@@ -13,6 +13,8 @@ from monolith.store import Store, open_store
 from monolith.store.lock import Lock
 from tests.stores import StoreSpec, in_processes
 
+pytestmark = pytest.mark.profile_independent
+
 NOT_UTF8 = b"\xff\xfe\x00\x80binary\xc3("
 
 

@@ -21,6 +21,8 @@ from monolith.store import open_store
 from monolith.store.disk import DiskStore
 from tests.services import free_port, require_binary
 
+pytestmark = pytest.mark.profile_independent
+
 
 class _Boom:
     """Unpickling this creates a file: proof that a pickle ran."""

@@ -22,7 +22,7 @@ from monolith.database.transfer import copy_tables, occupied
 from monolith.database.values import canonical, converter
 from monolith.db import Database, open_database
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.profile_independent]
 
 SQLITE_SCHEMA = """
 CREATE TABLE z_parent (id INTEGER PRIMARY KEY, label TEXT, ratio REAL, blob BLOB, misc);

@@ -6,6 +6,8 @@
   app's database, so events reach every worker of the box on SQLite, and every box on
   PostgreSQL, with no other service;
 - ``redis://…`` / ``rediss://…``: :class:`~monolith.channels.redis.RedisChannelsBackend`;
+  ``?namespace=name`` prefixes every channel name with ``name:`` (default ``monolith:``), so
+  two deployments or test runs on one Redis never hear each other;
 - ``memory://``: Litestar's in-memory backend; one process only, for tests and scripts.
 
 Callers never branch on the backend. Importing this package never imports ``redis``.
@@ -18,6 +20,7 @@ from litestar.channels.backends.memory import MemoryChannelsBackend
 
 from monolith.db import Database
 from monolith.errors import ConfigError
+from monolith.state import split_namespace
 
 __all__ = ["ChannelsBackend", "MemoryChannels", "open_channels", "scope", "supports_history"]
 
@@ -34,7 +37,10 @@ class MemoryChannels(MemoryChannelsBackend):
 def open_channels(
     url: str, db: Database, *, prefix: str = "monolith:", history: int = 10
 ) -> ChannelsBackend:
-    """The channels backend for ``url`` (see the module docstring); connects to nothing."""
+    """The channels backend for ``url`` (see the module docstring); connects to nothing.
+
+    ``prefix`` is the Redis channel-name prefix when the URL names no ``?namespace=``.
+    """
     scheme = url.split(":", 1)[0].lower() if url else ""
     if scheme == "":
         from monolith.channels.database import DatabaseChannelsBackend
@@ -45,7 +51,8 @@ def open_channels(
             from monolith.channels.redis import RedisChannelsBackend
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ConfigError("Redis pub/sub needs redis: pip install 'monolith[redis]'") from exc
-        return RedisChannelsBackend(url, prefix=prefix)
+        url, namespace = split_namespace(url, "")
+        return RedisChannelsBackend(url, prefix=f"{namespace}:" if namespace else prefix)
     if scheme == "memory":
         return MemoryChannels(history=history)
     raise ConfigError(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from monolith.errors import ConfigError
+from monolith.state import split_namespace
 from monolith.store.base import TTL, Scope, Store, StoreStats
 
 __all__ = ["TTL", "Scope", "Store", "StoreStats", "open_store"]
@@ -49,13 +49,7 @@ def open_store(url: str, *, namespace: str = "monolith", **options: Any) -> Stor
     if scheme in ("redis", "rediss", "unix"):
         from monolith.store.redis import RedisStore
 
-        # ``?namespace=name`` keeps several deployments (or test runs) apart in one Redis.
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        namespace = next((v for k, v in query if k == "namespace"), namespace)
-        url = urlunsplit(
-            parts._replace(query=urlencode([(k, v) for k, v in query if k != "namespace"]))
-        )
+        url, namespace = split_namespace(url, namespace)
         return RedisStore(url, namespace=namespace, **_only(options, "timeout", "connect_timeout"))
     raise ConfigError(
         f"MONOLITH_CACHE_URL: unknown scheme {scheme!r}; use disk://path, redis://host:port/0 or memory://"
