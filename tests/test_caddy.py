@@ -1,20 +1,14 @@
 """The shipped Caddyfile in front of real ``monolith serve --workers 2``, over real HTTPS.
 
-Debian's Caddy runs the repository's Caddyfile unchanged; only the environment moves it out of
-the way: high free ports on 127.0.0.1, no admin endpoint, ``tls internal`` with its CA under a
-temporary XDG_DATA_HOME (and ``skip_install_trust``, in the Caddyfile itself), so nothing here
-binds 80/443 or touches the system trust store. The client trusts Caddy's local root
-explicitly, so these requests check the certificate like a browser would.
+Debian's Caddy runs the repository's Caddyfile unchanged (:mod:`tests.caddy` says how it is
+kept out of the machine's way); the client checks Caddy's certificate like a browser would.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-import os
 import signal
-import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,99 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.caddy import CLIENT_ADDRESS, Caddy, start_caddy, stop_caddy
 from tests.server import ADMIN_TOKEN, ServerProcess, base_env, run_cli
-from tests.services import free_port, require_binary
+from tests.services import require_binary
 
 pytestmark = [pytest.mark.caddy, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-#: A second loopback address for the client, so that "the client's address" (127.0.0.2) and
-#: "Caddy's address, as the app sees it" (127.0.0.1) differ.
-CLIENT_ADDRESS = "127.0.0.2"
-
-
-@dataclass
-class Caddy:
-    proc: subprocess.Popen[bytes]
-    https_port: int
-    root_cert: Path
-    access_log: Path
-
-    @property
-    def url(self) -> str:
-        return f"https://localhost:{self.https_port}"
-
-    def client(self, **options: object) -> httpx.Client:
-        trust = ssl.create_default_context(cafile=str(self.root_cert))
-        transport = httpx.HTTPTransport(verify=trust, local_address=CLIENT_ADDRESS, retries=0)
-        return httpx.Client(base_url=self.url, transport=transport, timeout=60, **options)  # type: ignore[arg-type]
-
-
-def start_caddy(workdir: Path, upstream_port: int, data_dir: Path) -> Caddy:
-    binary = require_binary("caddy", "caddy")
-    https_port, http_port = free_port(), free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(workdir),
-        "XDG_DATA_HOME": str(workdir / "data"),
-        "XDG_CONFIG_HOME": str(workdir / "config"),
-        "CADDY_ADMIN": "off",
-        "CADDY_HTTP_PORT": str(http_port),
-        "CADDY_HTTPS_PORT": str(https_port),
-        "CADDY_BIND": "127.0.0.1",
-        "CADDY_ACCESS_LOG": str(workdir / "access.log"),
-        "MONOLITH_DOMAIN": "localhost",
-        "MONOLITH_TLS": "internal",
-        "MONOLITH_UPSTREAM": f"127.0.0.1:{upstream_port}",
-        "MONOLITH_DATA_DIR": str(data_dir),
-    }
-    log = (workdir / "caddy.log").open("ab")
-    proc = subprocess.Popen(
-        [binary, "run", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"],
-        env=env,
-        cwd=workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log.close()
-    caddy = Caddy(
-        proc,
-        https_port,
-        workdir / "data" / "caddy" / "pki" / "authorities" / "local" / "root.crt",
-        workdir / "access.log",
-    )
-    try:
-        wait_until_serving(caddy, workdir / "caddy.log")
-    except BaseException:
-        stop_caddy(caddy)
-        raise
-    return caddy
-
-
-def wait_until_serving(caddy: Caddy, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        assert caddy.proc.poll() is None, log.read_text()
-        if caddy.root_cert.exists():
-            try:
-                with caddy.client() as client:
-                    if client.get("/health/live").status_code == 200:
-                        return
-            except httpx.HTTPError:
-                pass
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
-
-
-def stop_caddy(caddy: Caddy) -> None:
-    caddy.proc.send_signal(signal.SIGTERM)
-    try:
-        caddy.proc.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(caddy.proc.pid, signal.SIGKILL)
-        caddy.proc.wait(10)
 
 
 @dataclass
@@ -148,7 +56,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert seeded.returncode == 0, seeded.stderr
     server = ServerProcess(data_dir, workers=2).start()
     try:
-        caddy = start_caddy(workdir, server.port, data_dir)
+        caddy = start_caddy(workdir, [server.port], data_dir)
     except BaseException:
         server.stop()
         raise
