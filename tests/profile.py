@@ -17,7 +17,7 @@ deployment, and a test's second data dir is a second deployment.
 
 Each database and namespace belongs to the fixture being set up when it was first asked for
 (a module's servers), else to the test itself, and is dropped when that fixture or test is
-torn down (:func:`track_owner` and :func:`owner_for_test`, wired in ``conftest.py``).
+torn down (:func:`owned_by`, wired in ``conftest.py``).
 
 Tests that would run the same in every profile, because they pick their own backends or build
 no app at all, are marked ``profile_independent``; the scale-out run leaves them out.

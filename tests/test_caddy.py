@@ -19,10 +19,13 @@ import httpx
 import pytest
 
 from tests.caddy import CLIENT_ADDRESS, Caddy, start_caddy, stop_caddy
-from tests.server import ADMIN_TOKEN, ServerProcess, base_env, run_cli
+from tests.server import ADMIN_TOKEN, ServerProcess, box_env, run_cli
 from tests.services import require_binary
 
-pytestmark = [pytest.mark.caddy, pytest.mark.slow]
+# About the Caddyfile in front of the app, not the app's backends: it runs on the one-box
+# defaults in every test profile (test_two_instances.py puts Caddy in front of PostgreSQL and
+# Redis), so the scale-out run leaves it out.
+pytestmark = [pytest.mark.caddy, pytest.mark.slow, pytest.mark.profile_independent]
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -52,9 +55,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("caddy")
     data_dir = workdir / "var"
     data_dir.mkdir()
-    seeded = run_cli("seed-demo", env=base_env(data_dir))
+    seeded = run_cli("seed-demo", env=box_env(data_dir))
     assert seeded.returncode == 0, seeded.stderr
-    server = ServerProcess(data_dir, workers=2).start()
+    server = ServerProcess(data_dir, workers=2, env=box_env(data_dir)).start()
     try:
         caddy = start_caddy(workdir, [server.port], data_dir)
     except BaseException:
@@ -214,7 +217,7 @@ def test_restarting_the_app_under_load_fails_no_request(stack: Stack) -> None:
         # What `systemctl restart` does with KillMode=mixed: SIGTERM to the main process, wait,
         # then start it again.
         assert old.stop(signal.SIGTERM) == 0, old.log_text()[-3000:]
-        new = ServerProcess(stack.data_dir, workers=2, port=old.port)
+        new = ServerProcess(stack.data_dir, workers=2, port=old.port, env=old.env)
         stack.servers.append(new)
         new.start()
         down.clear()

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import ADMIN_TOKEN, ServerProcess, base_env
+from tests.server import ADMIN_TOKEN, ServerProcess, base_env, box_env
 from tests.services import REDIS_URL, free_port, require_binary, require_redis, unique_name
 from tests.test_store_backends import _launch_redis
 
@@ -45,19 +45,29 @@ def pids(responses: list[httpx.Response]) -> set[str]:
     return {r.headers["x-worker-pid"] for r in responses}
 
 
-@pytest.fixture(scope="module", params=["disk", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    scope="module",
+    params=[
+        # One box: SQLite and the disk cache in every test profile (the scale-out run, which
+        # would repeat it as it is, leaves it out).
+        pytest.param("disk", marks=pytest.mark.profile_independent),
+        # The database is the test profile's (SQLite, or PostgreSQL in the scale-out run).
+        pytest.param("redis", marks=pytest.mark.redis),
+    ],
+)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     data_dir = tmp_path_factory.mktemp("workers") / "var"
     data_dir.mkdir()
-    # "disk": the disk cache in every test profile (the database is the profile's).
-    env = base_env(data_dir, MONOLITH_RATE_LIMITS=LIMITS, MONOLITH_CACHE_URL="")
     namespace = None
-    if request.param == "redis":
+    if request.param == "disk":
+        env = box_env(data_dir, MONOLITH_RATE_LIMITS=LIMITS)
+    else:
         require_redis()
         namespace = unique_name("monolith_test")
-        env["MONOLITH_CACHE_URL"] = f"{REDIS_URL}?namespace={namespace}:app"
+        cache = f"{REDIS_URL}?namespace={namespace}:app"
+        env = base_env(data_dir, MONOLITH_RATE_LIMITS=LIMITS, MONOLITH_CACHE_URL=cache)
     with ServerProcess(data_dir, workers=2, env=env) as proc:
         r = fresh(
             "POST",
@@ -147,6 +157,7 @@ def test_after_patch_no_worker_serves_the_old_product(server: ServerProcess) -> 
     assert {r.status_code for r in many(6, "GET", url)} == {404}
 
 
+@pytest.mark.profile_independent
 @pytest.mark.parametrize("server", ["disk"], indirect=True)
 def test_a_cache_directory_deleted_or_corrupted_while_serving_costs_misses(
     server: ServerProcess,
