@@ -28,23 +28,24 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # pytest runs twice: the default profile (SQLite, the disk cache, pub/sub on SQLite), then the
-# scale-out profile (MONOLITH_TEST_PROFILE=scaleout: every app on a fresh PostgreSQL database,
-# Redis for the cache, rate limits, sessions and pub/sub; see tests/profile.py). The scale-out
-# run leaves out the tests marked `profile_independent`, which would run exactly as in the
-# default run: unit and conformance tests that build no app or choose every backend
-# themselves (they are parametrized over SQLite/PostgreSQL/disk/Redis already), and the
-# SQLite-only backup, migrate-data and one-box doctor tests. Without PostgreSQL and Redis on
-# this machine the scale-out run is skipped with the reason; under CI=true it always runs,
-# and a missing server fails it.
+# scale-out profile (MONOLITH_TEST_PROFILE=scaleout: every app a test builds runs on a fresh
+# PostgreSQL database and on Redis for the cache, rate limits, sessions and pub/sub; see
+# tests/profile.py). The scale-out run leaves out the tests marked `profile_independent`,
+# which would run exactly as in the default run: unit tests and backend suites that build no
+# app or are parametrized over every backend already; tests of one backend (SQLite backup,
+# migrate-data, one-box doctor, the disk cache); tests of the process and Caddy that no
+# backend takes part in (the SIGTERM drain, the Caddyfile); and the two-instance test, which
+# picks PostgreSQL and Redis itself. Without PostgreSQL and Redis the scale-out run is skipped
+# with the reason; under CI=true it always runs, and a missing server fails it.
 pytest: $(STAMP)
 	@echo "== pytest, default profile: SQLite, disk cache, pub/sub on SQLite =="
 	$(BIN)/pytest $(PYTEST_ARGS)
-	@if [ "$$CI" = true ] || $(BIN)/python -m tests.profile; then \
+	@if $(BIN)/python -m tests.profile; then \
 		echo "== pytest, scale-out profile: PostgreSQL, Redis cache and pub/sub =="; \
 		echo "MONOLITH_TEST_PROFILE=scaleout $(BIN)/pytest $(PYTEST_ARGS)"; \
 		MONOLITH_TEST_PROFILE=scaleout $(BIN)/pytest $(PYTEST_ARGS); \
 	else \
-		echo "== pytest, scale-out profile: SKIPPED (start both servers to run it) =="; \
+		echo "== pytest, scale-out profile: SKIPPED (start PostgreSQL and Redis to run it) =="; \
 	fi
 
 bench: $(STAMP)

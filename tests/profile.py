@@ -36,6 +36,7 @@ from pathlib import Path
 import pytest
 
 from tests.services import (
+    IN_CI,
     PG_ADMIN_URL,
     REDIS_URL,
     pg_admin,
@@ -187,12 +188,16 @@ def owned_by(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def main() -> int:
-    """``python -m tests.profile``: exit 0 when the scale-out profile can run here."""
+    """``python -m tests.profile``: exit 0 when the scale-out run should go ahead (its servers
+    answer, or under CI=true, where a missing server is an error), else 1 and the reason."""
     reason = problem(scaleout=True)
-    if reason:
-        print(reason, file=sys.stderr)
-        return 1
-    return 0
+    if reason is None:
+        return 0
+    if IN_CI:
+        print(f"{reason}; CI=true, so the scale-out run goes ahead (and fails)", file=sys.stderr)
+        return 0
+    print(reason, file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
