@@ -16,7 +16,7 @@ from monolith.database.migrate import migrate
 from monolith.logs import get_logger
 from monolith.server import install_drain_handler
 from monolith.services import Services, build_services
-from monolith.web import health, products
+from monolith.web import health, metrics, products
 from monolith.web.errors import HANDLERS
 from monolith.web.middleware import RequestContextMiddleware
 
@@ -38,6 +38,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         except BaseException:
             await svc.stop()
             raise
+        svc.metrics.worker_starts.inc()
         log.info("worker started", database=svc.db.describe())
         try:
             yield
@@ -45,10 +46,19 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             await svc.stop()
             log.info("worker stopped")
 
-    handlers: list[ControllerRouterHandler] = [*health.routes(svc), *products.routes(svc)]
+    handlers: list[ControllerRouterHandler] = [
+        *health.routes(svc),
+        *products.routes(svc),
+        *metrics.routes(svc),
+    ]
 
     def request_context(app: object) -> RequestContextMiddleware:
-        return RequestContextMiddleware(app, expose_worker=not settings.production)  # type: ignore[arg-type]
+        return RequestContextMiddleware(
+            app,  # type: ignore[arg-type]
+            expose_worker=not settings.production,
+            metrics=svc.metrics,
+            monitor=svc.observability.monitor,
+        )
 
     return Litestar(
         route_handlers=handlers,

@@ -75,6 +75,16 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ObservabilitySettings:
+    # A handler that keeps the event loop busy this long gets a warning naming its route.
+    loop_block_ms: int = 100
+    # A statement slower than this is logged (normalized, without its parameters).
+    slow_statement_ms: int = 500
+    # How often each process adds its statement statistics to the shared stats file.
+    flush_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     env: Env = "development"
     data_dir: Path = Path("var")
@@ -83,6 +93,7 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     log: LogSettings = field(default_factory=LogSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     # Where pub/sub lives; empty means "with the database".
     channels_url: str = ""
     metrics_dir: Path | None = None
@@ -98,6 +109,16 @@ class Settings:
     @property
     def backup_dir(self) -> Path:
         return self.data_dir / "backups"
+
+    @property
+    def stats_path(self) -> Path:
+        """The shared file of statement statistics and dashboard samples (all processes)."""
+        return self.data_dir / "stats.db"
+
+    @property
+    def serve_metrics_dir(self) -> Path:
+        """Where ``serve``'s workers keep their Prometheus files (wiped when serve starts)."""
+        return self.metrics_dir or self.data_dir / "metrics"
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some top-level fields replaced (for tests and CLI flags)."""
@@ -258,6 +279,10 @@ def load_settings(
         cache=cache,
         security=security,
         log=log,
+        observability=ObservabilitySettings(
+            loop_block_ms=_int(env_map, "MONOLITH_LOOP_BLOCK_MS", 100, minimum=1),
+            slow_statement_ms=_int(env_map, "MONOLITH_SLOW_STATEMENT_MS", 500, minimum=1),
+        ),
         channels_url=env_map.get("MONOLITH_CHANNELS_URL", ""),
         metrics_dir=Path(metrics_dir_raw).absolute() if metrics_dir_raw else None,
     )

@@ -15,7 +15,7 @@ This module must never import ``aiosqlite`` or ``asyncpg``: backends load lazily
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol
 
@@ -74,6 +74,8 @@ class Database(Queries):
     dialect: ClassVar[str]
     #: Where the data lives, for ``doctor``: ``"box"`` (a file on this machine) or ``"shared"``.
     scope: ClassVar[str]
+    #: Called after every statement with ``(sql, seconds, rows)``: statement statistics.
+    observer: Callable[[str, float, int], None] | None = None
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from monolith.config import Settings
 from monolith.db import Database, open_database
+from monolith.observability import Metrics, Observability
 
 HealthCheck = Callable[[], Awaitable[None]]
 
@@ -28,6 +29,10 @@ class Component(Protocol):
 class Services:
     settings: Settings
     db: Database
+    #: The process's Prometheus metrics (added up over every worker by ``/metrics``).
+    metrics: Metrics
+    #: Statement statistics, loop monitor, process gauges, dashboard history.
+    observability: Observability
     #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     #: Components started after the database, in order; stopped in reverse.
@@ -57,6 +62,10 @@ def build_services(settings: Settings) -> Services:
         readers=settings.database.readers,
         pool_size=settings.database.pool_size,
     )
-    services = Services(settings=settings, db=db)
+    metrics = Metrics()
+    observability = Observability(settings, db, metrics)
+    services = Services(settings=settings, db=db, metrics=metrics, observability=observability)
+    # First component: it watches the statements and the loop of everything started after it.
+    services.components.append(observability)
     services.health_checks["database"] = db.ping
     return services

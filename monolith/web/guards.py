@@ -1,11 +1,14 @@
 """Who may do what: the admin guard.
 
 Admin means ``Authorization: Bearer $MONOLITH_ADMIN_TOKEN`` (compared in constant time).
+``/metrics`` also admits a direct loopback client (Prometheus on the same box), but not one
+that came through a proxy: Caddy connects from loopback too, and says so in its headers.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -38,5 +41,33 @@ def admin_guard(settings: Settings) -> Guard:
         if token is None:
             raise NotAuthorizedException(detail="sign in as an admin or send the admin token")
         raise PermissionDeniedException(detail="admin only")
+
+    return guard
+
+
+_PROXY_HEADERS = (b"x-forwarded-for", b"forwarded", b"x-real-ip")
+
+
+def is_direct_loopback(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    """True for a client on this box that did not come through a proxy."""
+    client = connection.scope.get("client")
+    if not client:
+        return False
+    try:
+        if not ipaddress.ip_address(client[0]).is_loopback:
+            return False
+    except ValueError:
+        return False
+    return not any(name in _PROXY_HEADERS for name, _ in connection.scope["headers"])
+
+
+def metrics_guard(settings: Settings) -> Guard:
+    """Admins, or a scraper on this box talking to the app directly."""
+    admin = admin_guard(settings)
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+        if bearer_token(connection) is None and is_direct_loopback(connection):
+            return
+        admin(connection, handler)
 
     return guard
