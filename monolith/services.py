@@ -12,8 +12,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from monolith.channels import open_channels
 from monolith.config import Settings
 from monolith.db import Database, open_database
+from monolith.events import EventHub
+from monolith.media import MediaStorage, open_media
 from monolith.observability import Metrics, Observability
 
 HealthCheck = Callable[[], Awaitable[None]]
@@ -33,6 +36,10 @@ class Services:
     metrics: Metrics
     #: Statement statistics, loop monitor, process gauges, dashboard history.
     observability: Observability
+    #: Live events: publish after a commit, listen from SSE/WebSocket handlers.
+    events: EventHub
+    #: Uploaded files (product images).
+    media: MediaStorage
     #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     #: Components started after the database, in order; stopped in reverse.
@@ -64,8 +71,17 @@ def build_services(settings: Settings) -> Services:
     )
     metrics = Metrics()
     observability = Observability(settings, db, metrics)
-    services = Services(settings=settings, db=db, metrics=metrics, observability=observability)
+    channels = open_channels(settings.channels_url, db)
+    services = Services(
+        settings=settings,
+        db=db,
+        metrics=metrics,
+        observability=observability,
+        events=EventHub(channels),
+        media=open_media(settings.media_dir),
+    )
     # First component: it watches the statements and the loop of everything started after it.
     services.components.append(observability)
     services.health_checks["database"] = db.ping
+    services.components += [services.media, services.events]
     return services
