@@ -54,18 +54,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         *metrics.routes(svc),
     ]
 
-    def request_context(app: object) -> RequestContextMiddleware:
-        return RequestContextMiddleware(
-            app,  # type: ignore[arg-type]
-            expose_worker=not settings.production,
-            metrics=svc.metrics,
-            monitor=svc.observability.monitor,
-        )
-
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
-        middleware=[request_context],
         exception_handlers=HANDLERS,
         request_max_body_size=MAX_BODY,
         logging_config=None,
@@ -74,3 +65,13 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         else OpenAPIConfig(title="monolith", version=__version__, path="/schema"),
         debug=False,
     )
+    # Outermost, around Litestar's router and exception handler (as Litestar's own
+    # OpenTelemetry middleware is): Litestar's `middleware=` runs only for matched routes, so
+    # a 404 or 405 would get no request id, no access line and no count.
+    app.asgi_handler = RequestContextMiddleware(
+        app.asgi_handler,
+        expose_worker=not settings.production,
+        metrics=svc.metrics,
+        monitor=svc.observability.monitor,
+    )
+    return app

@@ -183,6 +183,7 @@ class Metrics:
         )
         # Children cached by label values: labels() costs a lock and a dict build per call.
         self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._declarations: list[tuple[str, str, str]] | None = None
 
     def observe_request(self, route: str, method: object, status: int, seconds: float) -> None:
         m = method_label(method)
@@ -204,10 +205,21 @@ class Metrics:
         if directory:
             collector = MultiProcessCollector(None, path=directory)  # type: ignore[no-untyped-call]
             found.extend(collector.collect())  # type: ignore[no-untyped-call]
+            # A metric no process has touched yet has no file entry; still say it exists
+            # (HELP and TYPE, no samples), as a single-process registry would.
+            seen = {m.name for m in found}
+            found.extend(Metric(*d) for d in self._declared() if d[0] not in seen)
         else:
             found.extend(self.registry.collect())
         found.extend(extra)
         return found
+
+    def _declared(self) -> list[tuple[str, str, str]]:
+        if self._declarations is None:
+            self._declarations = [
+                (m.name, m.documentation, m.type) for m in self.registry.collect()
+            ]
+        return self._declarations
 
     def render(self, extra: Iterable[Metric] = ()) -> bytes:
         """The Prometheus text exposition of :meth:`families`."""
