@@ -16,7 +16,7 @@ from monolith.database.migrate import migrate
 from monolith.logs import get_logger
 from monolith.server import install_drain_handler
 from monolith.services import Services, build_services
-from monolith.web import events, health, media, metrics, products
+from monolith.web import admin_jobs, events, health, media, metrics, products
 from monolith.web.errors import HANDLERS
 from monolith.web.middleware import RequestContextMiddleware
 
@@ -27,7 +27,8 @@ log = get_logger("monolith.app")
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Litestar:
-    svc = services or build_services(settings)
+    svc = services or build_services(settings, run_jobs=settings.server.run_jobs == "auto")
+    svc.observability.sampling = True  # this process serves HTTP: it sees the HTTP numbers
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -51,6 +52,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         *products.routes(svc),
         *media.routes(svc),
         *events.routes(svc),
+        *admin_jobs.routes(svc),
         *metrics.routes(svc),
     ]
 
@@ -71,6 +73,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     app.asgi_handler = RequestContextMiddleware(
         app.asgi_handler,
         expose_worker=not settings.production,
+        trusted_proxies=settings.server.trusted_proxies,
         metrics=svc.metrics,
         monitor=svc.observability.monitor,
     )

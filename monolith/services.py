@@ -8,6 +8,7 @@ reach the components through closures over the ``Services`` object, never throug
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,8 +17,10 @@ from monolith.channels import open_channels
 from monolith.config import Settings
 from monolith.db import Database, open_database
 from monolith.events import EventHub
+from monolith.jobs import Jobs
 from monolith.media import MediaStorage, open_media
 from monolith.observability import Metrics, Observability
+from monolith.observability.sources import job_families
 
 HealthCheck = Callable[[], Awaitable[None]]
 
@@ -40,6 +43,8 @@ class Services:
     events: EventHub
     #: Uploaded files (product images).
     media: MediaStorage
+    #: The job queue: enqueue anywhere; runs jobs only where built with ``run_jobs``.
+    jobs: Jobs
     #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     #: Components started after the database, in order; stopped in reverse.
@@ -60,8 +65,12 @@ class Services:
             await self._started.pop().stop()
 
 
-def build_services(settings: Settings) -> Services:
-    """Construct every component from settings; connects to nothing."""
+def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
+    """Construct every component from settings; connects to nothing.
+
+    ``run_jobs``: this process competes to be the one that runs jobs and schedules
+    (``serve``'s workers with ``MONOLITH_RUN_JOBS=auto``, ``monolith worker``).
+    """
     db = open_database(
         settings.database.url,
         synchronous=settings.database.sqlite_synchronous,
@@ -69,9 +78,11 @@ def build_services(settings: Settings) -> Services:
         readers=settings.database.readers,
         pool_size=settings.database.pool_size,
     )
-    metrics = Metrics()
+    metrics = Metrics(peers=settings.metrics_peers)
     observability = Observability(settings, db, metrics)
     channels = open_channels(settings.channels_url, db)
+    jobs = Jobs(db, settings.jobs, data_dir=settings.data_dir, run=run_jobs, metrics=metrics)
+    observability.sources.append(functools.partial(job_families, jobs))
     services = Services(
         settings=settings,
         db=db,
@@ -79,9 +90,11 @@ def build_services(settings: Settings) -> Services:
         observability=observability,
         events=EventHub(channels),
         media=open_media(settings.media_dir),
+        jobs=jobs,
     )
-    # First component: it watches the statements and the loop of everything started after it.
-    services.components.append(observability)
+    jobs.services = services
+    # Observability first: it watches the statements and the loop of everything after it.
+    services.components += [observability, services.media, services.events, jobs]
     services.health_checks["database"] = db.ping
-    services.components += [services.media, services.events]
+    services.health_checks["jobs"] = jobs.check
     return services

@@ -25,7 +25,7 @@ from monolith.web.middleware import RequestContextMiddleware
 
 @get("/blocking/{n:int}")
 async def blocking(n: Annotated[int, Parameter()]) -> dict[str, int]:
-    time.sleep(0.3)  # noqa: ASYNC251 - the point of the test
+    time.sleep(0.3)  # blocking the loop is the point of the test
     return {"n": n}
 
 

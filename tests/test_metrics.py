@@ -73,11 +73,7 @@ def used_names() -> dict[str, set[str]]:
     """Metric names used by the alert rules and by the dashboard's queries."""
     pattern = re.compile(r"\b(monolith_[a-z0-9_]+)")
     dashboard = json.loads(DASHBOARD.read_text())
-    exprs = [
-        t["expr"]
-        for panel in dashboard["panels"]
-        for t in panel.get("targets", [])
-    ]
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
     exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
     return {
         "alerts.yml": set(pattern.findall(ALERTS.read_text())),

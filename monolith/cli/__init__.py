@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from monolith import __version__
-from monolith.cli import database, db, server
+from monolith.cli import backup, database, db, jobs, server, worker
 from monolith.errors import MonolithError
 
 #: Command groups, in the order ``--help`` lists them.
-GROUPS = [server, database, db]
+GROUPS = [server, worker, database, db, jobs, backup]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,6 +59,9 @@ class Observability:
             on_block=lambda route: metrics.loop_blocks.labels(route).inc(),
         )
         self.sources: list[Source] = []
+        #: Whether this process offers dashboard samples: only HTTP workers see the HTTP
+        #: numbers (the app turns it on; CLI commands and `monolith worker` leave it off).
+        self.sampling = False
         self._task: asyncio.Task[None] | None = None
         self._process = psutil.Process()
         self._cpu = 0.0
@@ -93,7 +96,8 @@ class Observability:
                 if now - last_flush >= self.flush_seconds:
                     last_flush = now
                     await self.flush()
-                await self.offer_sample()
+                if self.sampling:
+                    await self.offer_sample()
             except Exception as exc:  # keep watching; say what went wrong
                 log.warning("observability tick failed", error=repr(exc))
 

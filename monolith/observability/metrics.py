@@ -14,6 +14,7 @@ names, queue names. This module must never put a user-supplied string in a label
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 from collections.abc import Iterable
@@ -39,20 +40,36 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def enable_multiprocess(directory: Path) -> None:
-    """In the serve process, before any worker exists: a fresh directory, and every process
-    from now on (this one and the workers it forks) writes its metrics there.
+def enable_multiprocess(directory: Path, *, wipe: bool = True) -> None:
+    """Before anything counts: this process and those it forks write their metrics there.
 
-    Wiping matters: files left by a previous run would be added to this run's numbers, and
-    a pid reused by a new worker would continue an old worker's counters.
+    ``serve`` wipes the directory before granian forks (files left by a previous run would be
+    added to this run's numbers, and a pid reused by a new worker would continue an old
+    worker's counters). ``monolith worker`` may run twice on one box, so it does not wipe;
+    it retires the live gauges of processes that are gone instead.
     """
-    if directory.exists():
+    if wipe and directory.exists():
         shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    if not wipe:
+        for path in directory.glob("gauge_live*_*.db"):
+            pid = int(path.stem.rsplit("_", 1)[1])
+            if not _alive(pid):
+                mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
     os.environ[MULTIPROC_ENV] = str(directory)
     # prometheus_client picks its value class when first imported; it was imported before
     # the directory was known, so pick again (metrics built from now on use files).
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def forget_process(pid: int) -> None:
@@ -70,7 +87,10 @@ def method_label(method: object) -> str:
 class Metrics:
     """Every metric the app exports. Built once per app; cheap to build."""
 
-    def __init__(self) -> None:
+    def __init__(self, peers: Iterable[Path] = ()) -> None:
+        #: Other process trees' metric directories on this box (``monolith worker``'s),
+        #: added into this one's answer.
+        self.peers = tuple(peers)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         # -- HTTP ------------------------------------------------------------------------
@@ -198,13 +218,29 @@ class Metrics:
         pair[0].inc()
         pair[1].observe(seconds)
 
+    def job_enqueued(self, name: str, count: int = 1) -> None:
+        self.jobs_enqueued.labels(name).inc(count)
+
+    def job_finished(self, name: str, outcome: str, seconds: float) -> None:
+        """``outcome``: ``succeeded``, ``retried`` (will run again) or ``failed`` (for good)."""
+        counter = {
+            "succeeded": self.jobs_succeeded,
+            "retried": self.jobs_retried,
+            "failed": self.jobs_failed,
+        }[outcome]
+        counter.labels(name).inc()
+        self.job_duration.labels(name).observe(seconds)
+
     def families(self, extra: Iterable[Metric] = ()) -> list[Metric]:
         """Every metric family, added up over all processes when in multi-process mode."""
         directory = multiprocess_dir()
         found: list[Metric] = []
         if directory:
-            collector = MultiProcessCollector(None, path=directory)  # type: ignore[no-untyped-call]
-            found.extend(collector.collect())  # type: ignore[no-untyped-call]
+            files = glob.glob(os.path.join(directory, "*.db"))
+            for peer in self.peers:
+                if str(peer) != directory:
+                    files += glob.glob(os.path.join(peer, "*.db"))
+            found.extend(MultiProcessCollector.merge(files))  # type: ignore[no-untyped-call]
             # A metric no process has touched yet has no file entry; still say it exists
             # (HELP and TYPE, no samples), as a single-process registry would.
             seen = {m.name for m in found}

@@ -2,6 +2,9 @@
 the HTTP metrics (count and latency by route template), and the event-loop monitor's note of
 which request is running.
 
+The access line names the client by :func:`monolith.web.client_ip.client_ip`: behind Caddy,
+the address Caddy saw, never an address the client wrote into ``X-Forwarded-For`` itself.
+
 Raw ASGI (not a BaseHTTPMiddleware) because it runs on every request and the measured
 budget per request is a few tens of microseconds; the metrics ride on the same pass instead
 of a second middleware layer (``bench/metrics_overhead.py`` measures what they add).
@@ -14,17 +17,27 @@ import re
 import sys
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from monolith.logs import get_logger, request_id_var
+from monolith.web.client_ip import client_ip
 
 if TYPE_CHECKING:
     from monolith.observability.loopmon import LoopMonitor
     from monolith.observability.metrics import Metrics
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _is_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-type":
+            return value.startswith(b"text/event-stream")
+    return False
+
+
 log = get_logger("monolith.access")
 
 
@@ -36,10 +49,12 @@ class RequestContextMiddleware:
         app: ASGIApp,
         *,
         expose_worker: bool = False,
+        trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1"),
         metrics: Metrics | None = None,
         monitor: LoopMonitor | None = None,
     ) -> None:
         self.app = app
+        self.trusted_proxies = trusted_proxies
         self.metrics = metrics
         self.monitor = monitor
         self.extra_headers: list[tuple[bytes, bytes]] = []
@@ -76,6 +91,9 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", ()))
+                if not counted and _is_stream(headers):
+                    # A live stream lasts minutes: its latency is the time to its headers.
+                    count(time.perf_counter() - started)
                 headers.append(rid_header)
                 headers.extend(self.extra_headers)
                 message["headers"] = headers
@@ -99,7 +117,6 @@ class RequestContextMiddleware:
             seconds = time.perf_counter() - started
             if frame is not None:
                 monitor.leave(frame)  # type: ignore[union-attr]
-            client: Any = scope.get("client")
             status = status or (500 if kind == "http" else 101)
             if not counted:  # no complete response (the client left, or the app failed)
                 count(seconds)
@@ -109,6 +126,6 @@ class RequestContextMiddleware:
                 route=scope.get("path_template") or scope["path"],
                 status=status,
                 duration_ms=round(seconds * 1000, 3),
-                client=client[0] if client else None,
+                client=client_ip(scope, self.trusted_proxies),
             )
             request_id_var.reset(token)
