@@ -12,7 +12,6 @@ from litestar.types import ControllerRouterHandler
 
 from monolith import __version__
 from monolith.config import Settings
-from monolith.database.migrate import migrate
 from monolith.logs import get_logger
 from monolith.server import install_drain_handler
 from monolith.services import Services, build_services
@@ -35,7 +34,6 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         install_drain_handler(svc.events.close_listeners)
         try:
             await svc.start()
-            await migrate(svc.db)
         except BaseException:
             await svc.stop()
             raise

@@ -54,8 +54,12 @@ class Services:
     _started: list[Component] = field(default_factory=list)
 
     async def start(self) -> None:
+        """Start the database, apply pending migrations, then start every component."""
+        from monolith.database.migrate import migrate
+
         await self.db.start()
         self._started.append(self.db)
+        await migrate(self.db)  # before any component (the job runner) touches the tables
         for component in self.components:
             await component.start()
             self._started.append(component)

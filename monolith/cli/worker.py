@@ -13,8 +13,7 @@ import argparse
 import asyncio
 import signal
 
-from monolith.cli.common import run, settings_from_env, started_db
-from monolith.database.migrate import migrate
+from monolith.cli.common import run, settings_from_env
 from monolith.logs import get_logger
 from monolith.services import build_services
 
@@ -36,8 +35,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     enable_multiprocess(settings.worker_metrics_dir, wipe=False)
 
     async def main() -> None:
-        async with started_db(settings) as db:
-            await migrate(db)  # before the runner can claim from the tables
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
