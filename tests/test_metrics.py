@@ -13,14 +13,14 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.server import ADMIN_TOKEN, ServerProcess
+from tests.server import ADMIN_TOKEN, ServerProcess, base_env
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,8 @@ _SUFFIXES = {
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data_dir = tmp_path_factory.mktemp("metrics") / "var"
     data_dir.mkdir()
-    with ServerProcess(data_dir, workers=2) as proc:
+    env = base_env(data_dir, MONOLITH_JOBS_MODULES="tests.jobs_app")
+    with ServerProcess(data_dir, workers=2, env=env) as proc:
         yield proc
 
 
@@ -132,6 +133,38 @@ def test_metrics_is_for_loopback_scrapers_and_admins(server: ServerProcess) -> N
     with_token = httpx.get(url, headers={**ADMIN, "X-Forwarded-For": "203.0.113.9"}, timeout=5)
     assert with_token.status_code == 200
     assert "monolith_http_requests_total" in with_token.text
+
+
+def wait_for(server: ServerProcess, check: Callable[[str], bool], what: str) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = scrape(server)
+        if check(text):
+            return text
+        time.sleep(0.2)
+    pytest.fail(f"{what} never showed in /metrics:\n{text}")
+
+
+def test_jobs_are_counted_by_name_and_outcome(server: ServerProcess) -> None:
+    for name, count in (("ops.ping", 5), ("test.flaky", 1)):
+        r = httpx.post(
+            f"{server.url}/api/admin/jobs", json={"name": name, "count": count}, headers=ADMIN
+        )
+        assert r.status_code == 201, r.text
+
+    def finished(text: str) -> bool:
+        return (
+            sample_value(text, "monolith_jobs_succeeded_total", job="ops.ping") == 5
+            and sample_value(text, "monolith_jobs_failed_total", job="test.flaky") == 1
+        )
+
+    text = wait_for(server, finished, "5 pings done and one flaky job failed")
+    assert sample_value(text, "monolith_jobs_enqueued_total", job="ops.ping") == 5
+    assert sample_value(text, "monolith_jobs_retried_total", job="test.flaky") == 1
+    assert sample_value(text, "monolith_job_duration_seconds_count", job="ops.ping") == 5
+    assert sample_value(text, "monolith_jobs_in_state", state="failed") == 1
+    assert sample_value(text, "monolith_jobs_queue_depth", queue="default") == 0
+    assert "monolith_jobs_oldest_age_seconds{queue=\"default\"}" in text
 
 
 def test_alerts_and_dashboard_use_only_exported_metrics(server: ServerProcess) -> None:
