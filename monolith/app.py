@@ -15,7 +15,7 @@ from monolith.config import Settings
 from monolith.logs import get_logger
 from monolith.server import install_drain_handler
 from monolith.services import Services, build_services
-from monolith.web import admin_jobs, events, health, media, metrics, products
+from monolith.web import admin_jobs, admin_page, events, health, media, metrics, products
 from monolith.web.errors import HANDLERS
 from monolith.web.middleware import RequestContextMiddleware
 
@@ -52,6 +52,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         *events.routes(svc),
         *admin_jobs.routes(svc),
         *metrics.routes(svc),
+        *admin_page.routes(svc),
     ]
 
     app = Litestar(

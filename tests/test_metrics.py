@@ -164,7 +164,7 @@ def test_jobs_are_counted_by_name_and_outcome(server: ServerProcess) -> None:
     assert sample_value(text, "monolith_job_duration_seconds_count", job="ops.ping") == 5
     assert sample_value(text, "monolith_jobs_in_state", state="failed") == 1
     assert sample_value(text, "monolith_jobs_queue_depth", queue="default") == 0
-    assert "monolith_jobs_oldest_age_seconds{queue=\"default\"}" in text
+    assert 'monolith_jobs_oldest_age_seconds{queue="default"}' in text
 
 
 def test_alerts_and_dashboard_use_only_exported_metrics(server: ServerProcess) -> None:

@@ -63,6 +63,9 @@ def snapshot(metrics: Iterable[Metric]) -> Sample:
         "queue_depth": _total(families, "monolith_jobs_queue_depth", "monolith_jobs_queue_depth"),
         "cache_hits": _total(families, "monolith_cache_hits", "monolith_cache_hits_total"),
         "cache_misses": _total(families, "monolith_cache_misses", "monolith_cache_misses_total"),
+        "cpu_seconds": _total(
+            families, "monolith_process_cpu_seconds", "monolith_process_cpu_seconds_total"
+        ),
     }
 
 
@@ -99,6 +102,7 @@ def series(samples: list[tuple[float, Sample]]) -> dict[str, list[Any]]:
         "job_failure_rate": [],
         "queue_depth": [],
         "cache_hit_ratio": [],
+        "cpu_cores": [],
     }
     for (t0, a), (t1, b) in itertools.pairwise(samples):
         dt = max(t1 - t0, 1e-9)
@@ -118,4 +122,6 @@ def series(samples: list[tuple[float, Sample]]) -> dict[str, list[Any]]:
         out["job_failure_rate"].append(round(failed / dt, 3))
         out["queue_depth"].append(b["queue_depth"])
         out["cache_hit_ratio"].append(round(hits / (hits + misses), 4) if hits + misses else None)
+        cpu = _increase(b.get("cpu_seconds", 0.0), a.get("cpu_seconds", 0.0))
+        out["cpu_cores"].append(round(cpu / dt, 3))
     return out

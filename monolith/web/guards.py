@@ -1,6 +1,8 @@
 """Who may do what: the admin guard.
 
-Admin means ``Authorization: Bearer $MONOLITH_ADMIN_TOKEN`` (compared in constant time).
+Admin means ``Authorization: Bearer $MONOLITH_ADMIN_TOKEN`` (compared in constant time), or
+the ``/admin`` page's signed cookie (:mod:`monolith.web.admin_session`; changes need its CSRF
+header too).
 ``/metrics`` also admits a direct loopback client (Prometheus on the same box), but not one
 that came through a proxy: Caddy connects from loopback too, and says so in its headers.
 """
@@ -16,6 +18,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 
 from monolith.config import Settings
+from monolith.web import admin_session
 
 Guard = Any
 
@@ -38,6 +41,15 @@ def admin_guard(settings: Settings) -> Guard:
         token = bearer_token(connection)
         if is_admin_token(settings, token):
             return
+        if token is None and admin_session.valid(
+            settings, connection.cookies.get(admin_session.COOKIE)
+        ):
+            safe = connection.scope.get("method", "GET") in ("GET", "HEAD")
+            if safe or connection.headers.get(admin_session.CSRF_HEADER):
+                return
+            raise PermissionDeniedException(
+                detail=f"missing the {admin_session.CSRF_HEADER} header"
+            )
         if token is None:
             raise NotAuthorizedException(detail="sign in as an admin or send the admin token")
         raise PermissionDeniedException(detail="admin only")
