@@ -20,7 +20,7 @@ from monolith.events import EventHub
 from monolith.jobs import Jobs
 from monolith.media import MediaStorage, open_media
 from monolith.observability import Metrics, Observability
-from monolith.observability.sources import job_families
+from monolith.observability.sources import cache_families, job_families
 
 HealthCheck = Callable[[], Awaitable[None]]
 
@@ -87,6 +87,8 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
     channels = open_channels(settings.channels_url, db)
     jobs = Jobs(db, settings.jobs, data_dir=settings.data_dir, run=run_jobs, metrics=metrics)
     observability.sources.append(functools.partial(job_families, jobs))
+    # The shared store arrives with the cache (MONOLITH_CACHE_URL): pass it here then.
+    observability.sources.append(functools.partial(cache_families, None))
     services = Services(
         settings=settings,
         db=db,

@@ -31,6 +31,8 @@ from monolith.logs import get_logger
 
 log = get_logger("monolith.loop")
 
+#: Paths are shown from the project root (``monolith/web/x.py``), not from the working directory.
+_PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + "/"
 _LIBRARY_DIRS = tuple(
     {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
 )
@@ -46,7 +48,10 @@ def _location(frame: FrameType) -> str:
             break
         f = f.f_back
     code = chosen.f_code
-    return f"{os.path.relpath(code.co_filename)}:{chosen.f_lineno} in {code.co_name}"
+    path = code.co_filename
+    if path.startswith(_PROJECT_DIR):
+        path = path[len(_PROJECT_DIR) :]
+    return f"{path}:{chosen.f_lineno} in {code.co_name}"
 
 
 class LoopMonitor:

@@ -1,6 +1,7 @@
-"""Numbers measured at scrape time from shared state: the job queue (and, with it, what the
-``/admin`` page shows). Each source is an async callable returning metric families; it always
-returns every family (possibly without samples), so a dashboard finds the names from the start.
+"""Numbers measured at scrape time from shared state: the job queue and the cache backend
+(and, with them, what the ``/admin`` page shows). Each source is an async callable returning
+metric families; it always returns every family (possibly without samples), so a dashboard
+finds the names from the start.
 
 A source reads, never writes, and must stay cheap: it runs on every scrape and every
 dashboard sample (a few indexed queries).
@@ -12,7 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from monolith.jobqueue.base import STATES
 
@@ -48,3 +49,22 @@ async def job_families(jobs: Any) -> Iterable[Metric]:
     for state, count in counts.items():
         by_state.add_metric([state], count)
     return [depth, oldest, by_state]
+
+
+async def cache_families(store: Any | None) -> Iterable[Metric]:
+    """The shared cache's size and evictions, as its backend reports them.
+
+    ``store`` offers ``stats()`` with ``size_bytes`` and ``evictions`` (None where the backend
+    cannot tell: diskcache culls without counting). Without a store, the families are
+    declared with no samples, so dashboards and rules keep their names.
+    """
+    size = GaugeMetricFamily("monolith_cache_size_bytes", "Bytes the shared cache holds")
+    evictions = CounterMetricFamily(
+        "monolith_cache_evictions", "Entries the cache backend evicted to stay within its limit"
+    )
+    stats = store.stats() if store is not None else None
+    if stats is not None and getattr(stats, "size_bytes", None) is not None:
+        size.add_metric([], stats.size_bytes)
+    if stats is not None and getattr(stats, "evictions", None) is not None:
+        evictions.add_metric([], stats.evictions)
+    return [size, evictions]
