@@ -144,8 +144,10 @@ def test_an_operator_signs_in_sees_the_numbers_and_retries_a_failed_job(
     page.wait_for_selector("#failed-jobs .empty-state")
 
     # The plots come from the samples every worker shares (one per 15 s): a point appears.
+    # (p95 has no point for an interval without requests.)
     page.wait_for_selector("#chart-rate .dot", timeout=60_000)
-    assert page.locator(".chart .dot").count() == 4
+    for chart in ("#chart-errors", "#chart-queue"):
+        assert page.locator(f"{chart} .dot").count() == 1
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "admin.png"), full_page=True)
     assert problems == []
