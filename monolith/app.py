@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
+from litestar.stores.registry import StoreRegistry
 from litestar.types import ControllerRouterHandler
 
 from monolith import __version__
@@ -15,9 +16,19 @@ from monolith.config import Settings
 from monolith.logs import get_logger
 from monolith.server import install_drain_handler
 from monolith.services import Services, build_services
-from monolith.web import admin_jobs, admin_page, events, health, media, metrics, products
+from monolith.web import (
+    admin_jobs,
+    admin_page,
+    auth,
+    events,
+    health,
+    media,
+    metrics,
+    products,
+)
 from monolith.web.errors import HANDLERS
 from monolith.web.middleware import RequestContextMiddleware
+from monolith.web.ratelimit import rate_limit_middleware
 
 #: Largest JSON body accepted (uploads set their own, larger limit on their route).
 MAX_BODY = 1024 * 1024
@@ -27,7 +38,8 @@ log = get_logger("monolith.app")
 
 def create_app(settings: Settings, services: Services | None = None) -> Litestar:
     svc = services or build_services(settings, run_jobs=settings.server.run_jobs == "auto")
-    svc.observability.sampling = True  # this process serves HTTP: it sees the HTTP numbers
+    # This process serves HTTP: it sees the HTTP numbers, and its loop must stay responsive.
+    svc.observability.sampling = svc.observability.watch_loop = True
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -48,6 +60,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     handlers: list[ControllerRouterHandler] = [
         *health.routes(svc),
         *products.routes(svc),
+        *auth.routes(svc),
         *media.routes(svc),
         *events.routes(svc),
         *admin_jobs.routes(svc),
@@ -58,6 +71,11 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     app = Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
+        # Inside the request context (below): a refused request is still counted and logged.
+        middleware=[rate_limit_middleware(svc)],
+        # Litestar features that take a store name get a namespace of the shared store, so
+        # they work across workers (Litestar's default would be a per-process memory store).
+        stores=StoreRegistry(default_factory=lambda name: svc.store.with_namespace(name)),
         exception_handlers=HANDLERS,
         request_max_body_size=MAX_BODY,
         logging_config=None,

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from monolith.cache import Cache
 from monolith.channels import open_channels
 from monolith.config import Settings
 from monolith.db import Database, open_database
@@ -21,6 +22,9 @@ from monolith.jobs import Jobs
 from monolith.media import MediaStorage, open_media
 from monolith.observability import Metrics, Observability
 from monolith.observability.sources import cache_families, job_families
+from monolith.sessions import Sessions
+from monolith.state import HoldsState
+from monolith.store import Store, open_store
 
 HealthCheck = Callable[[], Awaitable[None]]
 
@@ -35,6 +39,12 @@ class Component(Protocol):
 class Services:
     settings: Settings
     db: Database
+    #: The shared key/value store (``MONOLITH_CACHE_URL``): cache, rate limits, sessions.
+    store: Store
+    #: Read-through cache over ``store`` (namespace ``cache``); see :mod:`monolith.cache`.
+    cache: Cache
+    #: Server-side sessions over ``store`` (namespace ``sessions``).
+    sessions: Sessions
     #: The process's Prometheus metrics (added up over every worker by ``/metrics``).
     metrics: Metrics
     #: Statement statistics, loop monitor, process gauges, dashboard history.
@@ -45,6 +55,9 @@ class Services:
     media: MediaStorage
     #: The job queue: enqueue anywhere; runs jobs only where built with ``run_jobs``.
     jobs: Jobs
+    #: Which component holds each piece of state ("database", "cache", "sessions", ...), for
+    #: ``doctor``: each says its scope (process, box, shared) and describes its backend.
+    state: dict[str, HoldsState] = field(default_factory=dict)
     #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     #: Components started after the database, in order; stopped in reverse.
@@ -84,23 +97,45 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
     )
     metrics = Metrics(peers=settings.metrics_peers)
     observability = Observability(settings, db, metrics)
+    store = open_store(settings.cache.url, size_limit_mb=settings.cache.size_limit_mb)
     channels = open_channels(settings.channels_url, db)
     jobs = Jobs(db, settings.jobs, data_dir=settings.data_dir, run=run_jobs, metrics=metrics)
     observability.sources.append(functools.partial(job_families, jobs))
-    # The shared store arrives with the cache (MONOLITH_CACHE_URL): pass it here then.
-    observability.sources.append(functools.partial(cache_families, None))
+    observability.sources.append(functools.partial(cache_families, store))
     services = Services(
         settings=settings,
         db=db,
         metrics=metrics,
         observability=observability,
+        store=store,
+        cache=Cache(store.with_namespace("cache"), metrics=metrics),
+        sessions=Sessions(
+            store.with_namespace("sessions"),
+            settings.security.secret_key,
+            secure=settings.production,
+        ),
         events=EventHub(channels),
         media=open_media(settings.media_dir),
         jobs=jobs,
     )
     jobs.services = services
     # Observability first: it watches the statements and the loop of everything after it.
-    services.components += [observability, services.media, services.events, jobs]
+    # Then the store: jobs (started last) may use it from their first run.
+    services.components += [observability, store, services.media, services.events, jobs]
     services.health_checks["database"] = db.ping
+    services.health_checks["cache"] = store.ping
     services.health_checks["jobs"] = jobs.check
+    services.state.update(
+        {
+            "database": db,
+            "cache": store,
+            "rate limits": store,
+            "sessions": store,
+            **jobs.state_holders(),
+            "uploads": services.media,
+            "metrics": observability,
+        }
+    )
+    if isinstance(channels, HoldsState):  # every backend of ours is; a foreign one is "absent"
+        services.state["pub/sub"] = channels
     return services

@@ -135,6 +135,31 @@ def test_metrics_is_for_loopback_scrapers_and_admins(server: ServerProcess) -> N
     assert "monolith_http_requests_total" in with_token.text
 
 
+def test_cached_reads_count_hits_and_misses_over_both_workers(server: ServerProcess) -> None:
+    r = httpx.post(
+        f"{server.url}/api/products", json={"name": "Lamp", "price_cents": 100}, headers=ADMIN
+    )
+    assert r.status_code == 201, r.text
+    product = r.json()["id"]
+    before = scrape(server)
+    hits = sample_value(before, "monolith_cache_hits_total", prefix="product")
+    misses = sample_value(before, "monolith_cache_misses_total", prefix="product")
+    pids: set[str] = set()
+    reads = 0
+    # A new connection per read: both workers read the one entry the first read stored.
+    while reads < 2 or (len(pids) < 2 and reads < 200):
+        r = httpx.get(f"{server.url}/api/products/{product}", timeout=5)
+        assert r.status_code == 200 and r.json()["name"] == "Lamp"
+        pids.add(r.headers["x-worker-pid"])
+        reads += 1
+    assert len(pids) == 2, "every read landed on one worker"
+    text = scrape(server)
+    assert sample_value(text, "monolith_cache_misses_total", prefix="product") == misses + 1
+    assert sample_value(text, "monolith_cache_hits_total", prefix="product") == hits + reads - 1
+    # The size is the shared store's own number (the disk backend reports its volume).
+    assert sample_value(text, "monolith_cache_size_bytes") > 0
+
+
 def wait_for(server: ServerProcess, check: Callable[[str], bool], what: str) -> str:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

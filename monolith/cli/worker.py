@@ -40,6 +40,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         svc = build_services(settings, run_jobs=True)
+        svc.observability.watch_loop = True
         await svc.start()
         log.info("worker started", database=svc.db.describe())
         try:

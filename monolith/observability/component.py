@@ -18,7 +18,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import psutil
 from prometheus_client.metrics_core import Metric
@@ -28,7 +28,7 @@ from monolith.db import Database
 from monolith.logs import get_logger
 from monolith.observability import history
 from monolith.observability.loopmon import LoopMonitor
-from monolith.observability.metrics import Metrics
+from monolith.observability.metrics import Metrics, multiprocess_dir
 from monolith.observability.statements import (
     Order,
     Statement,
@@ -46,8 +46,13 @@ log = get_logger("monolith.observability")
 
 
 class Observability:
+    #: For ``doctor``: the numbers live in files every process of this box adds to (``serve``
+    #: and ``worker`` always turn multi-process mode on), and each box is scraped on its own.
+    scope: ClassVar[str] = "box"
+
     def __init__(self, settings: Settings, db: Database, metrics: Metrics) -> None:
         obs = settings.observability
+        self._serve_dir = settings.serve_metrics_dir
         self.db = db
         self.metrics = metrics
         self.flush_seconds = obs.flush_seconds
@@ -62,16 +67,27 @@ class Observability:
         #: Whether this process offers dashboard samples: only HTTP workers see the HTTP
         #: numbers (the app turns it on; CLI commands and `monolith worker` leave it off).
         self.sampling = False
+        #: Whether to watch the event loop (lag gauge, block warnings): in processes that
+        #: serve or run jobs. A one-shot command's loop blocks no one, and its warnings would
+        #: land in the output a script reads.
+        self.watch_loop = False
         self._task: asyncio.Task[None] | None = None
         self._process = psutil.Process()
         self._cpu = 0.0
         self._flush_lock = asyncio.Lock()
 
+    def describe(self) -> str:
+        directory = multiprocess_dir() or str(self._serve_dir)
+        peers = [str(p) for p in self.metrics.peers if str(p) != directory]
+        also = f" plus {', '.join(peers)}" if peers else ""
+        return f"Prometheus multi-process files in {directory}{also} (this box's processes)"
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.db.observer = self.statements.observe
-        await self.monitor.start()
+        if self.watch_loop:
+            await self.monitor.start()
         self._cpu = self._cpu_seconds()
         self._sample_process()
         self._task = asyncio.get_running_loop().create_task(self._periodic(), name="observability")

@@ -203,6 +203,7 @@ class Metrics:
         )
         # Children cached by label values: labels() costs a lock and a dict build per call.
         self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._cache: dict[tuple[str, bool], Counter] = {}
         self._declarations: list[tuple[str, str, str]] | None = None
 
     def observe_request(self, route: str, method: object, status: int, seconds: float) -> None:
@@ -217,6 +218,14 @@ class Metrics:
             self._http[key] = pair
         pair[0].inc()
         pair[1].observe(seconds)
+
+    def cache_lookup(self, prefix: str, hit: bool) -> None:
+        """One read of a ``@cached`` function (prefixes are declared in code, so bounded)."""
+        child = self._cache.get((prefix, hit))
+        if child is None:
+            family = self.cache_hits if hit else self.cache_misses
+            child = self._cache[(prefix, hit)] = family.labels(prefix)
+        child.inc()
 
     def job_enqueued(self, name: str, count: int = 1) -> None:
         self.jobs_enqueued.labels(name).inc(count)

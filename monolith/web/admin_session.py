@@ -5,9 +5,9 @@ The token is typed once into the sign-in form; the browser then holds a cookie t
 token, or a new secret key, signs everyone out). The cookie is HttpOnly, SameSite=Strict,
 Secure in production, and never contains the token.
 
-Requests that change something with only this cookie must also carry ``X-Monolith-CSRF``: a
-custom header a cross-site form or script cannot send without a CORS preflight, which the app
-never grants. A bearer token needs no such header (browsers never send it on their own).
+It is the alternative to signing in with an admin account (whose session cookie
+:mod:`monolith.sessions` issues). Changes made with either cookie also need the CSRF header
+(:mod:`monolith.web.guards`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import time
 from monolith.config import Settings
 
 COOKIE = "monolith_admin"
-CSRF_HEADER = "x-monolith-csrf"
 MAX_AGE = 12 * 3600
 
 

@@ -18,7 +18,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
 
     @get(
         "/metrics",
-        guards=[metrics_guard(svc.settings)],
+        guards=[metrics_guard(svc)],
         summary="Prometheus metrics of every worker (admin token, or a loopback client)",
         include_in_schema=False,
     )
@@ -31,7 +31,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
 
     @get(
         "/api/admin/queries",
-        guards=[admin_guard(svc.settings)],
+        guards=[admin_guard(svc)],
         summary="Top SQL statements, normalized, with calls and times (admin)",
     )
     async def queries(
