@@ -20,6 +20,7 @@ from monolith.events import EventHub
 from monolith.jobs import Jobs
 from monolith.media import MediaStorage, open_media
 from monolith.sessions import Sessions
+from monolith.state import HoldsState
 from monolith.store import Store, open_store
 
 HealthCheck = Callable[[], Awaitable[None]]
@@ -47,6 +48,9 @@ class Services:
     media: MediaStorage
     #: The job queue: enqueue anywhere; runs jobs only where built with ``run_jobs``.
     jobs: Jobs
+    #: Which component holds each piece of state ("database", "cache", "sessions", ...), for
+    #: ``doctor``: each says its scope (process, box, shared) and describes its backend.
+    state: dict[str, HoldsState] = field(default_factory=dict)
     #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     #: Components started after the database, in order; stopped in reverse.
@@ -107,4 +111,16 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
     services.health_checks["database"] = db.ping
     services.health_checks["cache"] = store.ping
     services.health_checks["jobs"] = jobs.check
+    services.state.update(
+        {
+            "database": db,
+            "cache": store,
+            "rate limits": store,
+            "sessions": store,
+            **jobs.state_holders(),
+            "uploads": services.media,
+        }
+    )
+    if isinstance(channels, HoldsState):  # every backend of ours is; a foreign one is "absent"
+        services.state["pub/sub"] = channels
     return services
