@@ -24,6 +24,7 @@ from monolith.web import (
     health,
     media,
     metrics,
+    orders,
     products,
 )
 from monolith.web.errors import HANDLERS
@@ -61,6 +62,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         *health.routes(svc),
         *products.routes(svc),
         *auth.routes(svc),
+        *orders.routes(svc),
         *media.routes(svc),
         *events.routes(svc),
         *admin_jobs.routes(svc),
