@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TextIO
 
 import msgspec
 import structlog
@@ -33,8 +33,13 @@ def _json_bytes(_: Any, __: str, event: dict[str, Any]) -> bytes:
     return _encoder.encode(event)
 
 
-def configure_logging(settings: LogSettings) -> None:
-    """Set up structlog (and route the standard library's logging through the same output)."""
+def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
+    """Set up structlog (and route the standard library's logging through the same output).
+
+    Services (``serve``, ``worker``) log to stdout; one-shot commands pass stderr, so that
+    their stdout carries only their output (``--json`` stays parseable).
+    """
+    out = stream or sys.stdout
     level = logging.getLevelNamesMapping()[settings.level.upper()]
     shared: list[Any] = [
         structlog.processors.add_log_level,
@@ -47,10 +52,10 @@ def configure_logging(settings: LogSettings) -> None:
             structlog.processors.format_exc_info,
             _json_bytes,
         ]
-        factory: Any = structlog.BytesLoggerFactory(sys.stdout.buffer)
+        factory: Any = structlog.BytesLoggerFactory(out.buffer)
     else:
-        processors = [*shared, structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())]
-        factory = structlog.PrintLoggerFactory(sys.stdout)
+        processors = [*shared, structlog.dev.ConsoleRenderer(colors=out.isatty())]
+        factory = structlog.PrintLoggerFactory(out)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),

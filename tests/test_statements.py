@@ -19,6 +19,7 @@ from monolith.cli.common import started_services
 from monolith.observability.statements import normalize
 from tests.apphelpers import ADMIN, app_client, make_settings
 from tests.server import base_env, run_cli
+from tests.services import require
 
 MARKER = "obs_marker"
 
@@ -129,8 +130,11 @@ async def test_pg_stat_statements_is_read_where_loaded(fresh_pg_url: str, data_d
     conn = await asyncpg.connect(fresh_pg_url)
     try:
         loaded = await conn.fetchval("SHOW shared_preload_libraries")
-        if "pg_stat_statements" not in loaded:
-            pytest.skip("pg_stat_statements is not in this server's shared_preload_libraries")
+        require(
+            "pg_stat_statements",
+            "pg_stat_statements" in loaded,
+            "add it to the server's shared_preload_libraries and restart it (.ci/run does)",
+        )
         await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     finally:
         await conn.close()

@@ -28,7 +28,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from monolith.observability.metrics import Metrics, enable_multiprocess, forget_process
     from monolith.server import serve
 
-    settings = settings_from_env()
+    settings = settings_from_env(service=True)
     # Before anything counts and before granian forks: every process of this serve writes
     # its metrics to a fresh directory, and /metrics adds them up.
     enable_multiprocess(settings.serve_metrics_dir)

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     from monolith.observability.metrics import enable_multiprocess
 
-    settings = settings_from_env()
+    settings = settings_from_env(service=True)
     # Job counts go to files that serve's /metrics adds in (MONOLITH_METRICS_PEERS).
     enable_multiprocess(settings.worker_metrics_dir, wipe=False)
 
