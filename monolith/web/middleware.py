@@ -16,12 +16,11 @@ import os
 import re
 import sys
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from monolith.logs import get_logger, request_id_var
+from monolith.logs import log_access, request_id_var
 from monolith.web.client_ip import client_ip
 
 if TYPE_CHECKING:
@@ -36,9 +35,6 @@ def _is_stream(headers: list[tuple[bytes, bytes]]) -> bool:
         if name == b"content-type":
             return value.startswith(b"text/event-stream")
     return False
-
-
-log = get_logger("monolith.access")
 
 
 class RequestContextMiddleware:
@@ -71,7 +67,7 @@ class RequestContextMiddleware:
             if name == b"x-request-id":
                 rid_bytes = value
                 break
-        rid = rid_bytes.decode() if _VALID_ID.match(rid_bytes) else uuid.uuid4().hex
+        rid = rid_bytes.decode() if _VALID_ID.match(rid_bytes) else os.urandom(16).hex()
         token = request_id_var.set(rid)
         rid_header = (b"x-request-id", rid.encode())
         status = 0
@@ -120,12 +116,11 @@ class RequestContextMiddleware:
             status = status or (500 if kind == "http" else 101)
             if not counted:  # no complete response (the client left, or the app failed)
                 count(seconds)
-            log.info(
-                "request",
-                method=scope.get("method", "WS"),
-                route=scope.get("path_template") or scope["path"],
-                status=status,
-                duration_ms=round(seconds * 1000, 3),
-                client=client_ip(scope, self.trusted_proxies),
+            log_access(
+                str(scope.get("method", "WS")),
+                scope.get("path_template") or scope["path"],
+                status,
+                round(seconds * 1000, 3),
+                client_ip(scope, self.trusted_proxies),
             )
             request_id_var.reset(token)
