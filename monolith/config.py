@@ -217,7 +217,9 @@ def load_settings(
         host=env_map.get("MONOLITH_HOST") or "127.0.0.1",
         port=_int(env_map, "MONOLITH_PORT", 8000, minimum=0),
         workers=parse_workers(env_map.get("MONOLITH_WORKERS") or "1"),
-        run_jobs="no" if _choice(env_map, "MONOLITH_RUN_JOBS", "auto", ("auto", "no")) == "no" else "auto",
+        run_jobs="no"
+        if _choice(env_map, "MONOLITH_RUN_JOBS", "auto", ("auto", "no")) == "no"
+        else "auto",
         graceful_timeout=_int(env_map, "MONOLITH_GRACEFUL_TIMEOUT", 20, minimum=1),
         trusted_proxies=tuple(p.strip() for p in proxies.split(",") if p.strip()),
         instances=_int(env_map, "MONOLITH_INSTANCES", 1, minimum=1),

@@ -25,7 +25,7 @@ Params = Sequence[Any]
 
 
 class Row(Protocol):
-    """A result row: ``row["name"]`` or ``row[0]``; ``sqlite3.Row`` and ``asyncpg.Record`` both are."""
+    """A result row, ``row["name"]`` or ``row[0]``: ``sqlite3.Row`` and ``asyncpg.Record`` are."""
 
     def __getitem__(self, key: str | int, /) -> Any: ...
 
@@ -128,9 +128,7 @@ def open_database(url: str, **options: Any) -> Database:
         try:
             from monolith.database.postgres import PostgresDatabase
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ConfigError(
-                "PostgreSQL needs asyncpg: pip install 'monolith[postgres]'"
-            ) from exc
+            raise ConfigError("PostgreSQL needs asyncpg: pip install 'monolith[postgres]'") from exc
         return PostgresDatabase(url, **options)
     raise ConfigError(
         f"MONOLITH_DATABASE_URL: unknown scheme {scheme!r}; use sqlite:///path or postgresql://..."
@@ -142,4 +140,4 @@ def sqlite_path(url: str) -> str:
     path = url.split(":", 1)[1]
     if not path.startswith("///"):
         raise ConfigError(f"SQLite URL must look like sqlite:///path/to/file.db, got {url!r}")
-    return path[3:] if not path.startswith("////") else path[3:]
+    return path[3:]

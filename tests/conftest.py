@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from monolith.db import Database, open_database
 from monolith.database.migrate import migrate
+from monolith.db import Database, open_database
 from tests.services import PG_ADMIN_URL, REDIS_URL, require_postgres, require_redis, unique_name
 
 
@@ -44,10 +44,10 @@ def fresh_pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
+def redis_url() -> str:
     """The machine's Redis; tests namespace their keys with :func:`redis_prefix`."""
     require_redis()
-    yield REDIS_URL
+    return REDIS_URL
 
 
 @pytest.fixture

@@ -54,7 +54,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
         return IntegrityViolation(str(exc))
-    if isinstance(exc, asyncpg.exceptions.LockNotAvailableError | asyncpg.exceptions.DeadlockDetectedError):
+    if isinstance(
+        exc, asyncpg.exceptions.LockNotAvailableError | asyncpg.exceptions.DeadlockDetectedError
+    ):
         return DatabaseBusy(str(exc))
     if isinstance(exc, _UNAVAILABLE):
         return DatabaseUnavailable(f"PostgreSQL is unavailable: {exc.__class__.__name__}")

@@ -154,9 +154,7 @@ class SQLiteDatabase(Database):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._writer = await self._connect(writer=True)
-            self._readers = [
-                await self._connect(writer=False) for _ in range(self.readers_count)
-            ]
+            self._readers = [await self._connect(writer=False) for _ in range(self.readers_count)]
         except sqlite3.Error as exc:
             await self.stop()
             raise translate(exc) from exc
@@ -283,7 +281,9 @@ class SQLiteDatabase(Database):
         # The commit may be done by a transaction queued behind this one: wait for it.
         await asyncio.shield(batch.future)
 
-    async def backup_to(self, target: Path, progress: Callable[[int, int], None] | None = None) -> None:
+    async def backup_to(
+        self, target: Path, progress: Callable[[int, int], None] | None = None
+    ) -> None:
         """An online, consistent copy of the database into ``target`` (SQLite backup API)."""
         dest = await aiosqlite.connect(target)
         try:

@@ -1,0 +1,64 @@
+"""``create_app(settings)``: wiring only. Builds services, routes and middleware; connects to
+nothing until the lifespan starts (which happens in every granian worker)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ControllerRouterHandler
+
+from monolith import __version__
+from monolith.config import Settings
+from monolith.database.migrate import migrate
+from monolith.logs import get_logger
+from monolith.server import install_drain_handler
+from monolith.services import Services, build_services
+from monolith.web import health, products
+from monolith.web.errors import HANDLERS
+from monolith.web.middleware import RequestContextMiddleware
+
+#: Largest JSON body accepted (uploads set their own, larger limit on their route).
+MAX_BODY = 1024 * 1024
+
+log = get_logger("monolith.app")
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Litestar:
+    svc = services or build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        install_drain_handler()
+        try:
+            await svc.start()
+            await migrate(svc.db)
+        except BaseException:
+            await svc.stop()
+            raise
+        log.info("worker started", database=svc.db.describe())
+        try:
+            yield
+        finally:
+            await svc.stop()
+            log.info("worker stopped")
+
+    handlers: list[ControllerRouterHandler] = [*health.routes(svc), *products.routes(svc)]
+
+    def request_context(app: object) -> RequestContextMiddleware:
+        return RequestContextMiddleware(app, expose_worker=not settings.production)  # type: ignore[arg-type]
+
+    return Litestar(
+        route_handlers=handlers,
+        lifespan=[lifespan],
+        middleware=[request_context],
+        exception_handlers=HANDLERS,
+        request_max_body_size=MAX_BODY,
+        logging_config=None,
+        openapi_config=None
+        if settings.production
+        else OpenAPIConfig(title="monolith", version=__version__, path="/schema"),
+        debug=False,
+    )

@@ -1,0 +1,41 @@
+"""``monolith serve``: the web app on granian, after applying pending migrations."""
+
+from __future__ import annotations
+
+import argparse
+
+from monolith.cli.common import run, settings_from_env, started_services
+from monolith.config import parse_workers
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the app with granian (ASGI); applies pending migrations first",
+        description="Serve the app with granian (--interface asgi). On SIGTERM it refuses new "
+        "connections briefly, then lets in-flight requests finish.",
+    )
+    p.add_argument("--host", help="address to bind (default MONOLITH_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default MONOLITH_PORT or 8000)")
+    p.add_argument("--workers", help="worker processes, a number or 'auto' (= CPU count)")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from monolith.server import serve
+
+    settings = settings_from_env()
+
+    async def prepare() -> None:
+        async with started_services(settings):
+            pass  # starting applies pending migrations once, before any worker exists
+
+    run(prepare())
+    serve(
+        host=args.host or settings.server.host,
+        port=args.port if args.port is not None else settings.server.port,
+        workers=parse_workers(args.workers) if args.workers else settings.server.workers,
+        graceful_timeout=settings.server.graceful_timeout,
+        log_level=settings.log.level,
+    )
+    return 0

@@ -1,0 +1,62 @@
+"""Everything a process starts and stops, built in one place (no module globals).
+
+:func:`build_services` constructs the components from settings without any I/O; the app's
+lifespan (or a CLI command) calls :meth:`Services.start` and :meth:`Services.stop`. Handlers
+reach the components through closures over the ``Services`` object, never through
+``app.state``: there is no per-process data here, only handles to shared state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from monolith.config import Settings
+from monolith.db import Database, open_database
+
+HealthCheck = Callable[[], Awaitable[None]]
+
+
+class Component(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
+    health_checks: dict[str, HealthCheck] = field(default_factory=dict)
+    #: Components started after the database, in order; stopped in reverse.
+    components: list[Component] = field(default_factory=list)
+    #: Set by the lifespan when this process is the one that runs jobs and schedules.
+    extras: dict[str, Any] = field(default_factory=dict)
+    _started: list[Component] = field(default_factory=list)
+
+    async def start(self) -> None:
+        await self.db.start()
+        self._started.append(self.db)
+        for component in self.components:
+            await component.start()
+            self._started.append(component)
+
+    async def stop(self) -> None:
+        while self._started:
+            await self._started.pop().stop()
+
+
+def build_services(settings: Settings) -> Services:
+    """Construct every component from settings; connects to nothing."""
+    db = open_database(
+        settings.database.url,
+        synchronous=settings.database.sqlite_synchronous,
+        busy_timeout_ms=settings.database.busy_timeout_ms,
+        readers=settings.database.readers,
+        pool_size=settings.database.pool_size,
+    )
+    services = Services(settings=settings, db=db)
+    services.health_checks["database"] = db.ping
+    return services

@@ -1,0 +1,47 @@
+"""Liveness and readiness for systemd, Caddy's health checks and monitoring."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import Response, get
+from litestar.types import ControllerRouterHandler
+
+from monolith.services import Services
+
+CHECK_TIMEOUT = 2.0
+
+
+def routes(svc: Services) -> list[ControllerRouterHandler]:
+    @get("/health/live", summary="200 while the process runs", include_in_schema=False)
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/health/ready", summary="200 when every dependency is healthy", include_in_schema=False)
+    async def ready() -> Response[dict[str, Any]]:
+        async def run(name: str) -> tuple[str, str | None]:
+            try:
+                await asyncio.wait_for(svc.health_checks[name](), CHECK_TIMEOUT)
+            except TimeoutError:
+                return name, "timed out"
+            except Exception as exc:
+                return name, str(exc) or exc.__class__.__name__
+            return name, None
+
+        results = await asyncio.gather(*(run(n) for n in svc.health_checks))
+        checks = {name: (error or "ok") for name, error in results}
+        failed = [name for name, error in results if error]
+        if failed:
+            return Response(
+                {
+                    "status_code": 503,
+                    "detail": "not ready: " + ", ".join(f"{n} ({checks[n]})" for n in failed),
+                    "checks": checks,
+                },
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        return Response({"status": "ok", "checks": checks})
+
+    return [live, ready]
