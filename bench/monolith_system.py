@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -40,13 +41,6 @@ def _cli(
     )
 
 
-def _has_setting(name: str) -> bool:
-    """Whether this checkout's settings read the environment variable ``name``."""
-    import monolith.config
-
-    return name in Path(monolith.config.__file__).read_text()
-
-
 class Monolith(System):
     key = "monolith"
     label = "monolith serve"
@@ -55,6 +49,7 @@ class Monolith(System):
 
     def __init__(self) -> None:
         self.env: dict[str, str] = {}
+        self.data_dir = Path()
         self.params: dict[str, str] = {}
         self.missing: dict[str, str] = {}  # case key -> why it cannot run here
         #: Whether orders exist; until they do, the write cases create products instead.
@@ -63,7 +58,7 @@ class Monolith(System):
     def setup(self, ctx: RunContext) -> None:
         if _cli("serve", "--help", timeout=60).returncode != 0:
             raise NotAvailable("`monolith serve` is not there yet")
-        data = ctx.workdir / "monolith-var"
+        data = self.data_dir = ctx.workdir / "monolith-var"
         data.mkdir(parents=True, exist_ok=True)
         self.env = {
             "MONOLITH_ENV": "production",
@@ -74,8 +69,6 @@ class Monolith(System):
             "MONOLITH_LOG_FORMAT": "json",
             "MONOLITH_WORKERS": str(ctx.workers),
         }
-        if not _has_setting("MONOLITH_CACHE_PRODUCTS"):
-            self.missing["product"] = "no setting turns the product cache off yet"
         migrated = _cli("migrate", env=self.env)
         if migrated.returncode != 0:
             raise NotAvailable(f"monolith migrate failed: {migrated.stderr.strip()[-300:]}")
@@ -95,6 +88,8 @@ class Monolith(System):
             wait_http(web, server.url + "/health/live")
             if load:
                 self._load(server.url, ctx.products)
+            if variant == "cache_off":
+                self._check_uncached(server.url)
         except BaseException:
             server.stop()
             raise
@@ -132,6 +127,23 @@ class Monolith(System):
                 self.orders = False
                 return
             self.params["oid"] = str(json.loads(r.text)["id"])
+
+    def _check_uncached(self, url: str) -> None:
+        """Prove product reads hit the database: change a row behind the app's back, read it."""
+        import httpx
+
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for _ in range(4):  # fill whatever cache each worker has
+                client.get("/api/products/1")
+            marker = f"uncached probe {secrets.token_hex(4)}"
+            with sqlite3.connect(self.data_dir / "monolith.db") as conn:
+                conn.execute("UPDATE products SET description = ? WHERE id = 1", (marker,))
+            for _ in range(4):
+                if marker not in client.get("/api/products/1").text:
+                    raise NotAvailable(
+                        "product reads are cached and no setting turns that off yet "
+                        "(expected MONOLITH_CACHE_PRODUCTS=off)"
+                    )
 
     def jobs_per_second(self, server: Server, count: int) -> float:
         raise NotAvailable("the job queue is not there yet")

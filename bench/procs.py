@@ -54,8 +54,9 @@ class Proc:
     def stop(self, timeout: float = 15.0) -> None:
         if self.popen.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
+        # SIGTERM to the main process only, as systemd's KillMode=mixed does: it stops its
+        # workers itself (monolith serve drains first); SIGKILL for whatever is left after.
+        self.popen.send_signal(signal.SIGTERM)
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:

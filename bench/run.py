@@ -34,6 +34,12 @@ from bench.procs import RssSampler, Server, ServerFailed
 from bench.system import Ceiling, Hello, NotAvailable, RunContext, System
 
 RESULTS = Path(__file__).parent / "results"
+_T0 = time.monotonic()
+
+
+def say(message: str) -> None:
+    """Progress on stderr, with seconds since the start (stdout is the table)."""
+    print(f"bench [{time.monotonic() - _T0:5.0f}s] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ def run_round(
             variant = case.variant if case.variant in system.variants else "default"
             todo.setdefault(variant, []).append(case)
         for variant, group in todo.items():
+            say(f"starting {system.key} ({variant})")
             try:
                 server = system.start(variant, ctx)
             except (ServerFailed, NotAvailable) as exc:
@@ -116,10 +123,7 @@ def run_round(
                 continue
             try:
                 for case in group:
-                    print(
-                        f"bench: round {rnd + 1}/{p.rounds} {system.key} {case.key}",
-                        file=sys.stderr,
-                    )
+                    say(f"round {rnd + 1}/{p.rounds}: {system.key} {case.key}")
                     entry: dict[str, Any] = {"round": rnd, "system": system.key, "case": case.key}
                     try:
                         if case.is_jobs:
@@ -179,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     load_before = os.getloadavg()
     if not args.smoke and load_before[0] > 1.0:
-        print(f"bench: the machine is busy (load {load_before[0]:.1f}); numbers will be noisy",
-              file=sys.stderr)  # fmt: skip
+        say(f"the machine is busy (load {load_before[0]:.1f}); numbers will be noisy")
 
     unavailable: dict[str, str] = {}
     runs: list[dict[str, Any]] = []
@@ -188,14 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     monolith = next((s for s in all_systems if isinstance(s, Monolith)), None)
     try:
         for system in all_systems:
+            say(f"setting up {system.key}")
             try:
                 system.setup(ctx)
                 systems.append(system)
             except (NotAvailable, ServerFailed) as exc:
                 unavailable[system.key] = str(exc).splitlines()[0]
-                print(
-                    f"bench: {system.key} not available: {unavailable[system.key]}", file=sys.stderr
-                )
+                say(f"{system.key} not available: {unavailable[system.key]}")
         orders = monolith is None or "monolith" in unavailable or monolith.orders
         cases = build(ORDER if orders else PRODUCT_CREATE)
         if args.cases:
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:
                 traceback.print_exc()
         if args.keep:
-            print(f"bench: logs kept in {ctx.workdir}", file=sys.stderr)
+            say(f"logs kept in {ctx.workdir}")
         else:
             shutil.rmtree(ctx.workdir, ignore_errors=True)
 
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in runs if r.get("failed") or r.get("errors")]
     for r in failed:
         what = r.get("na") or f"{r['errors']} failed requests"
-        print(f"bench: {r['system']} {r['case']} round {r['round'] + 1}: {what}", file=sys.stderr)
+        say(f"FAILED: {r['system']} {r['case']} round {r['round'] + 1}: {what}")
     return 1 if failed else 0
 
 
