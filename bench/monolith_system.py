@@ -146,4 +146,16 @@ class Monolith(System):
                     )
 
     def jobs_per_second(self, server: Server, count: int) -> float:
-        raise NotAvailable("the job queue is not there yet")
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.monolith_jobs", str(count)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, **self.env},
+        )
+        if proc.returncode != 0:
+            raise NotAvailable(f"jobs driver failed: {proc.stderr.strip()[-300:]}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        if result["failed"]:
+            raise NotAvailable(f"{result['failed']} ops.ping jobs failed")
+        return float(result["jobs_per_s"])
