@@ -16,7 +16,7 @@ from monolith.database.migrate import migrate
 from monolith.logs import get_logger
 from monolith.server import install_drain_handler
 from monolith.services import Services, build_services
-from monolith.web import health, products
+from monolith.web import events, health, media, products
 from monolith.web.errors import HANDLERS
 from monolith.web.middleware import RequestContextMiddleware
 
@@ -31,7 +31,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        install_drain_handler()
+        install_drain_handler(svc.events.close_listeners)
         try:
             await svc.start()
             await migrate(svc.db)
@@ -45,7 +45,12 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             await svc.stop()
             log.info("worker stopped")
 
-    handlers: list[ControllerRouterHandler] = [*health.routes(svc), *products.routes(svc)]
+    handlers: list[ControllerRouterHandler] = [
+        *health.routes(svc),
+        *products.routes(svc),
+        *media.routes(svc),
+        *events.routes(svc),
+    ]
 
     def request_context(app: object) -> RequestContextMiddleware:
         return RequestContextMiddleware(app, expose_worker=not settings.production)  # type: ignore[arg-type]

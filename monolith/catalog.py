@@ -152,6 +152,15 @@ async def delete_product(tx: Transaction, product_id: int) -> bool:
     return await tx.execute("DELETE FROM products WHERE id = ?", (product_id,)) > 0
 
 
+def product_event(kind: str, product: Product) -> dict[str, Any]:
+    """A ``products`` channel event: ``product.created``/``product.updated`` with the product."""
+    return {"type": f"product.{kind}", "id": product.id, "product": product}
+
+
+def product_deleted_event(product_id: int) -> dict[str, Any]:
+    return {"type": "product.deleted", "id": product_id}
+
+
 async def count_products(db: Database) -> int:
     return int(await db.fetch_val("SELECT COUNT(*) FROM products") or 0)
 

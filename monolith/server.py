@@ -26,6 +26,8 @@ import signal
 import socket
 import struct
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +91,21 @@ def drain_listeners() -> int:
     return drained
 
 
-def install_drain_handler() -> None:
-    """In a worker: drain the listeners on ``SIGUSR1`` (a no-op outside the main thread)."""
+def install_drain_handler(*also: Callable[[], object]) -> None:
+    """In a worker: drain the listeners on ``SIGUSR1`` (a no-op outside the main thread).
+
+    ``also`` run after the listeners are drained: e.g. ending long-lived event streams, whose
+    clients then reconnect to a worker that is not stopping.
+    """
     import asyncio
 
+    def drain() -> None:
+        drain_listeners()
+        for callback in also:
+            callback()
+
     try:
-        asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, drain_listeners)
+        asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, drain)
     except (RuntimeError, ValueError, NotImplementedError):
         pass  # not the main thread (tests) or no signals here: nothing to drain
 
@@ -112,6 +123,12 @@ def serve(
     from granian.log import LogLevels
     from granian.server import Server
 
+    def tell_to_drain(worker: Any) -> None:
+        pid = getattr(getattr(worker, "inner", None), "pid", None)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, DRAIN_SIGNAL)
+
     class DrainingServer(Server):  # type: ignore[misc,valid-type]
         draining = False
 
@@ -121,13 +138,25 @@ def serve(
                 return
             self.draining = True
             for worker in list(self.wrks):
-                pid = getattr(getattr(worker, "inner", None), "pid", None)
-                if pid:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, DRAIN_SIGNAL)
+                tell_to_drain(worker)
             timer = threading.Timer(DRAIN_SECONDS, super().signal_handler_interrupt)
             timer.daemon = True
             timer.start()
+
+        def _spawn_worker(self, *args: Any, **kwargs: Any) -> Any:
+            # A worker stopped on its own (SIGHUP's rolling respawn, a lifetime or memory
+            # limit) drains first too; on a full stop the whole server already drained.
+            worker = super()._spawn_worker(*args, **kwargs)
+            terminate = worker.terminate
+
+            def drain_then_terminate() -> None:
+                if not self.draining:
+                    tell_to_drain(worker)
+                    time.sleep(DRAIN_SECONDS)
+                terminate()
+
+            worker.terminate = drain_then_terminate
+            return worker
 
     signal.signal(DRAIN_SIGNAL, signal.SIG_IGN)  # inherited by workers until they handle it
     server = DrainingServer(

@@ -12,8 +12,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from monolith.channels import open_channels
 from monolith.config import Settings
 from monolith.db import Database, open_database
+from monolith.events import EventHub
+from monolith.media import MediaStorage, open_media
 
 HealthCheck = Callable[[], Awaitable[None]]
 
@@ -28,6 +31,10 @@ class Component(Protocol):
 class Services:
     settings: Settings
     db: Database
+    #: Live events: publish after a commit, listen from SSE/WebSocket handlers.
+    events: EventHub
+    #: Uploaded files (product images).
+    media: MediaStorage
     #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     #: Components started after the database, in order; stopped in reverse.
@@ -57,6 +64,10 @@ def build_services(settings: Settings) -> Services:
         readers=settings.database.readers,
         pool_size=settings.database.pool_size,
     )
-    services = Services(settings=settings, db=db)
+    channels = open_channels(settings.channels_url, db)
+    services = Services(
+        settings=settings, db=db, events=EventHub(channels), media=open_media(settings.media_dir)
+    )
     services.health_checks["database"] = db.ping
+    services.components += [services.media, services.events]
     return services

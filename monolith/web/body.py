@@ -27,7 +27,7 @@ def field_error(message: str) -> UnprocessableEntity:
     missing = re.search(r"missing required field `([^`]+)`", message)
     if missing:
         return UnprocessableEntity(detail=f"{missing.group(1)}: field required")
-    return UnprocessableEntity(detail=text)
+    return UnprocessableEntity(detail=f"body: {text}")
 
 
 def decode_json(raw: bytes, type_: type[T]) -> T:

@@ -6,6 +6,7 @@ parameter: Litestar decodes leniently (``"5"`` becomes ``5``), and a wrong type 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 from litestar import Request, Response, delete, get, patch, post
@@ -15,6 +16,7 @@ from litestar.types import ControllerRouterHandler
 
 from monolith import catalog
 from monolith.catalog import Product, ProductIn, ProductPatch
+from monolith.media import MediaError
 from monolith.services import Services
 from monolith.web.body import UnprocessableEntity, decode
 from monolith.web.conditional import cacheable_json
@@ -25,7 +27,7 @@ ProductId = Annotated[int, Parameter(ge=1, le=2**62)]
 
 
 def routes(svc: Services) -> list[ControllerRouterHandler]:
-    db = svc.db
+    db, hub = svc.db, svc.events
     admin = [admin_guard(svc.settings)]
 
     def missing(product_id: int) -> NotFoundException:
@@ -54,7 +56,9 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
     async def create_product(request: Req) -> Product:
         data = await decode(request, ProductIn)
         async with db.transaction() as tx:
-            return await catalog.create_product(tx, data)
+            product = await catalog.create_product(tx, data)
+        hub.publish_soon("products", catalog.product_event("created", product))
+        return product
 
     @patch("/api/products/{product_id:int}", guards=admin, summary="Change a product (admin)")
     async def update_product(request: Req, product_id: ProductId) -> Product:
@@ -65,12 +69,20 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
             product = await catalog.update_product(tx, product_id, changes)
         if product is None:
             raise missing(product_id)
+        hub.publish_soon("products", catalog.product_event("updated", product))
         return product
 
     @delete("/api/products/{product_id:int}", guards=admin, summary="Delete a product (admin)")
     async def delete_product(product_id: ProductId) -> None:
         async with db.transaction() as tx:
+            image_key = await tx.fetch_val(
+                "SELECT image_key FROM products WHERE id = ?", (product_id,)
+            )
             if not await catalog.delete_product(tx, product_id):
                 raise missing(product_id)
+        if image_key:
+            with contextlib.suppress(MediaError):
+                await svc.media.delete(image_key)
+        hub.publish_soon("products", catalog.product_deleted_event(product_id))
 
     return [list_products, get_product, create_product, update_product, delete_product]

@@ -1,0 +1,56 @@
+"""Pub/sub: Litestar's ``ChannelsBackend`` interface, and how a URL picks the backend.
+
+``MONOLITH_CHANNELS_URL``:
+
+- empty (the default): :class:`~monolith.channels.database.DatabaseChannelsBackend` on the
+  app's database, so events reach every worker of the box on SQLite, and every box on
+  PostgreSQL, with no other service;
+- ``redis://…`` / ``rediss://…``: :class:`~monolith.channels.redis.RedisChannelsBackend`;
+- ``memory://``: Litestar's in-memory backend; one process only, for tests and scripts.
+
+Callers never branch on the backend. Importing this package never imports ``redis``.
+"""
+
+from __future__ import annotations
+
+from litestar.channels.backends.base import ChannelsBackend
+
+from monolith.db import Database
+from monolith.errors import ConfigError
+
+__all__ = ["ChannelsBackend", "open_channels", "scope", "supports_history"]
+
+
+def open_channels(
+    url: str, db: Database, *, prefix: str = "monolith:", history: int = 10
+) -> ChannelsBackend:
+    """The channels backend for ``url`` (see the module docstring); connects to nothing."""
+    scheme = url.split(":", 1)[0].lower() if url else ""
+    if scheme == "":
+        from monolith.channels.database import DatabaseChannelsBackend
+
+        return DatabaseChannelsBackend(db, history=history)
+    if scheme in ("redis", "rediss", "unix"):
+        try:
+            from monolith.channels.redis import RedisChannelsBackend
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigError("Redis pub/sub needs redis: pip install 'monolith[redis]'") from exc
+        return RedisChannelsBackend(url, prefix=prefix)
+    if scheme == "memory":
+        from litestar.channels.backends.memory import MemoryChannelsBackend
+
+        return MemoryChannelsBackend(history=history)
+    raise ConfigError(
+        f"MONOLITH_CHANNELS_URL: unknown scheme {scheme!r}; "
+        "leave it empty (pub/sub through the database) or use redis://..."
+    )
+
+
+def supports_history(backend: ChannelsBackend) -> bool:
+    """Whether ``backend.get_history`` returns messages (Redis pub/sub keeps none)."""
+    return bool(getattr(backend, "supports_history", True))
+
+
+def scope(backend: ChannelsBackend) -> str:
+    """Who hears a published message: ``"process"``, ``"box"`` or ``"shared"`` (for ``doctor``)."""
+    return str(getattr(backend, "scope", "process"))

@@ -1,0 +1,121 @@
+"""The catalog routes, once on SQLite and once on PostgreSQL, through the same app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from monolith import catalog
+from tests.apphelpers import ADMIN, app_client, make_settings
+
+
+@pytest.fixture
+async def client(db_url: str, data_dir: Path) -> AsyncIterator[AsyncTestClient]:
+    settings = make_settings(data_dir, MONOLITH_DATABASE_URL=db_url)
+    async with app_client(settings) as c:
+        r = await c.get("/health/ready")
+        assert r.status_code == 200, r.text
+        yield c
+
+
+async def _seed(client: AsyncTestClient, n: int) -> list[int]:
+    ids = []
+    for i in range(n):
+        r = await client.post(
+            "/api/products",
+            json={"name": f"Item {i}", "price_cents": 100 + i, "stock": i},
+            headers=ADMIN,
+        )
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    return ids
+
+
+async def test_create_get_patch_delete(client: AsyncTestClient) -> None:
+    r = await client.post(
+        "/api/products",
+        json={"name": "Lamp", "description": "bright", "price_cents": 1999, "stock": 3},
+        headers=ADMIN,
+    )
+    assert r.status_code == 201
+    product = r.json()
+    assert product["name"] == "Lamp" and product["stock"] == 3 and product["image_url"] is None
+
+    r = await client.get(f"/api/products/{product['id']}")
+    assert r.status_code == 200 and r.json() == product
+
+    r = await client.patch(
+        f"/api/products/{product['id']}", json={"price_cents": 1500}, headers=ADMIN
+    )
+    assert r.status_code == 200
+    assert r.json()["price_cents"] == 1500 and r.json()["name"] == "Lamp"
+    assert (await client.get(f"/api/products/{product['id']}")).json()["price_cents"] == 1500
+
+    r = await client.delete(f"/api/products/{product['id']}", headers=ADMIN)
+    assert r.status_code == 204
+    r = await client.get(f"/api/products/{product['id']}")
+    assert r.status_code == 404
+    assert r.json() == {"status_code": 404, "detail": f"product {product['id']} not found"}
+
+
+async def test_keyset_pagination_walks_every_product_once(client: AsyncTestClient) -> None:
+    ids = await _seed(client, 12)
+    seen: list[int] = []
+    cursor = None
+    pages = 0
+    while True:
+        params = {"limit": "5"} | ({"cursor": cursor} if cursor else {})
+        page = (await client.get("/api/products", params=params)).json()
+        seen += [p["id"] for p in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids
+    assert pages == 3
+
+
+async def test_public_reads_are_cacheable_with_etag_and_304(client: AsyncTestClient) -> None:
+    [pid] = await _seed(client, 1)
+    for path in (f"/api/products/{pid}", "/api/products"):
+        r = await client.get(path)
+        assert r.headers["cache-control"] == "public, max-age=60"
+        etag = r.headers["etag"]
+        r2 = await client.get(path, headers={"If-None-Match": etag})
+        assert r2.status_code == 304
+        assert r2.content == b""
+        r3 = await client.get(path, headers={"If-None-Match": '"something-else"'})
+        assert r3.status_code == 200
+    # A change makes a new ETag, so the client's copy is no longer "not modified".
+    await client.patch(f"/api/products/{pid}", json={"stock": 99}, headers=ADMIN)
+    r = await client.get(f"/api/products/{pid}", headers={"If-None-Match": etag})
+    assert r.status_code == 200
+
+
+async def test_writes_need_the_admin(client: AsyncTestClient) -> None:
+    body = {"name": "x", "price_cents": 1}
+    r = await client.post("/api/products", json=body)
+    assert r.status_code == 401
+    r = await client.post("/api/products", json=body, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 403
+    assert (await client.get("/api/products")).json()["items"] == []
+
+
+async def test_seed_demo_loads_a_hundred_products_once(
+    client: AsyncTestClient, db_url: str
+) -> None:
+    from monolith.db import open_database
+
+    db = open_database(db_url)
+    await db.start()
+    try:
+        assert await catalog.seed_demo(db, only_if_empty=True) == 100
+        assert await catalog.seed_demo(db, only_if_empty=True) == 0
+    finally:
+        await db.stop()
+    page = (await client.get("/api/products", params={"limit": "100"})).json()
+    assert len(page["items"]) == 100
+    assert page["next_cursor"] is None

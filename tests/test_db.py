@@ -1,0 +1,154 @@
+"""The Database interface, the same suite over SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from monolith.database.postgres import to_pg
+from monolith.db import Database, open_database
+from monolith.errors import ConfigError, DatabaseBusy, IntegrityViolation, NotStarted
+
+
+async def _make_table(db: Database) -> None:
+    async with db.transaction() as tx:
+        await tx.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE)")
+
+
+async def test_fetch_and_execute_round_trip(db: Database) -> None:
+    await _make_table(db)
+    assert await db.execute("INSERT INTO t (id, v) VALUES (?, ?)", (1, "one")) == 1
+    row = await db.fetch_one("SELECT id, v FROM t WHERE id = ?", (1,))
+    assert row is not None and row["v"] == "one" and row[0] == 1
+    assert await db.fetch_one("SELECT id FROM t WHERE id = ?", (2,)) is None
+    assert await db.fetch_val("SELECT COUNT(*) FROM t") == 1
+    assert [r["v"] for r in await db.fetch_all("SELECT v FROM t ORDER BY id")] == ["one"]
+
+
+async def test_a_transaction_that_raises_changes_nothing(db: Database) -> None:
+    await _make_table(db)
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO t (id, v) VALUES (?, ?)", (1, "one"))
+            raise RuntimeError("boom")
+    assert await db.fetch_val("SELECT COUNT(*) FROM t") == 0
+
+
+async def test_reads_inside_a_transaction_see_its_own_writes(db: Database) -> None:
+    await _make_table(db)
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO t (id, v) VALUES (?, ?)", (1, "one"))
+        assert await tx.fetch_val("SELECT v FROM t WHERE id = ?", (1,)) == "one"
+        row = await tx.fetch_one("UPDATE t SET v = ? WHERE id = ? RETURNING v", ("uno", 1))
+        assert row is not None and row["v"] == "uno"
+
+
+async def test_a_unique_violation_is_an_integrity_violation(db: Database) -> None:
+    await _make_table(db)
+    await db.execute("INSERT INTO t (id, v) VALUES (?, ?)", (1, "one"))
+    with pytest.raises(IntegrityViolation):
+        await db.execute("INSERT INTO t (id, v) VALUES (?, ?)", (2, "one"))
+    assert await db.fetch_val("SELECT COUNT(*) FROM t") == 1
+
+
+async def test_concurrent_transactions_commit_independently(db: Database) -> None:
+    """Many writers at once (group commit on SQLite): the failing ones leave the others alone."""
+    await _make_table(db)
+
+    async def write(i: int) -> bool:
+        try:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO t (id, v) VALUES (?, ?)", (i, f"v{i}"))
+                await asyncio.sleep(0)
+                if i % 5 == 0:
+                    raise ValueError("refused")
+        except ValueError:
+            return False
+        return True
+
+    results = await asyncio.gather(*(write(i) for i in range(1, 101)))
+    committed = {i for i, ok in zip(range(1, 101), results, strict=True) if ok}
+    rows = {int(r["id"]) for r in await db.fetch_all("SELECT id FROM t")}
+    assert rows == committed
+    assert len(rows) == 80
+
+
+async def test_on_commit_callbacks_run_only_after_commit(db: Database) -> None:
+    await _make_table(db)
+    seen: list[str] = []
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO t (id, v) VALUES (?, ?)", (1, "one"))
+        tx.on_commit(lambda: seen.append("committed"))
+        assert seen == []
+    assert seen == ["committed"]
+    with pytest.raises(KeyError):
+        async with db.transaction() as tx:
+            tx.on_commit(lambda: seen.append("rolled back"))
+            raise KeyError("x")
+    assert seen == ["committed"]
+
+
+async def test_execute_many(db: Database) -> None:
+    await _make_table(db)
+    async with db.transaction() as tx:
+        await tx.execute_many(
+            "INSERT INTO t (id, v) VALUES (?, ?)", [(i, str(i)) for i in range(50)]
+        )
+    assert await db.fetch_val("SELECT COUNT(*) FROM t") == 50
+
+
+async def test_using_a_database_before_start_says_so(db_url: str) -> None:
+    db = open_database(db_url)
+    with pytest.raises(NotStarted, match="before start"):
+        await db.fetch_one("SELECT 1")
+
+
+def test_unknown_url_scheme_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown scheme"):
+        open_database("mysql://localhost/x")
+
+
+def test_placeholders_become_numbered_outside_strings() -> None:
+    assert to_pg("SELECT ? , '?' , \"a?\" , ? -- ?\n") == "SELECT $1 , '?' , \"a?\" , $2 -- ?\n"
+
+
+async def test_sqlite_locked_past_busy_timeout_is_database_busy(tmp_path: Path) -> None:
+    """Another process holding the write lock: a clear DatabaseBusy (the HTTP layer's 503)."""
+    path = tmp_path / "busy.db"
+    db = open_database(f"sqlite:///{path}", busy_timeout_ms=200)
+    await db.start()
+    try:
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(DatabaseBusy):
+                async with db.transaction() as tx:
+                    await tx.execute("CREATE TABLE x (id INTEGER)")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        async with db.transaction() as tx:  # and it recovers once the lock is gone
+            await tx.execute("CREATE TABLE x (id INTEGER)")
+    finally:
+        await db.stop()
+
+
+async def test_sqlite_uses_wal_and_the_chosen_synchronous(tmp_path: Path) -> None:
+    db = open_database(f"sqlite:///{tmp_path / 'w.db'}", synchronous="FULL")
+    await db.start()
+    try:
+        async with db.transaction() as tx:
+            assert await tx.fetch_val("PRAGMA journal_mode") == "wal"
+            assert await tx.fetch_val("PRAGMA synchronous") == 2  # FULL
+            assert await tx.fetch_val("PRAGMA foreign_keys") == 1
+    finally:
+        await db.stop()
+
+
+def test_postgres_description_hides_the_password() -> None:
+    db = open_database("postgresql://app:s3cret@db.example:5433/monolith")
+    assert "s3cret" not in db.describe()
+    assert db.describe() == "postgresql://app@db.example:5433/monolith"

@@ -1,0 +1,183 @@
+"""SIGTERM under load: every request whose bytes reached the server before the signal is answered.
+
+granian alone does not guarantee this with several workers (connections queued on a worker's
+listener are reset when it stops); ``monolith serve`` drains first. Each trial starts a real
+``monolith serve --workers 2``, drives it with raw sockets from many threads, sends SIGTERM
+while requests are in flight, and checks every request sent before the signal.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.server import ServerProcess, base_env, run_cli
+
+pytestmark = pytest.mark.slow
+
+TRIALS = 4
+WRK = shutil.which("wrk")
+LOAD_PROCESSES = 3
+CLOSE_THREADS = 32
+KEEPALIVE_THREADS = 8
+LOAD_SECONDS = 2.5
+SIGNAL_AFTER = 1.2
+# monolith promises more than the contract: for the first part of its drain phase, requests
+# on connections made before the signal are still served (new ones are refused). Checking
+# that window too is what tells this server apart from plain granian, which loses requests
+# sent in the few milliseconds before its stop begins (measured: 22-24 losses per trial
+# without the drain, 0 with it).
+GRACE_AFTER_SIGNAL = 0.1
+
+
+@dataclass
+class Outcome:
+    sent_at: float  # when the whole request had been written to the socket
+    connected_at: float  # when its connection was established
+    ok: bool
+    error: str = ""
+
+
+def _read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One HTTP/1.1 response (status, body) read by Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"connection closed after {len(data)} header bytes")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"body cut at {len(body)}/{length} bytes")
+        body += chunk
+    return status, body
+
+
+def _client(port: int, keepalive: bool, stop: threading.Event, out: list[Outcome]) -> None:
+    conn_header = b"keep-alive" if keepalive else b"close"
+    request = (
+        b"GET /api/products/1 HTTP/1.1\r\nHost: test\r\nConnection: " + conn_header + b"\r\n\r\n"
+    )
+    sock: socket.socket | None = None
+    connected_at = 0.0
+    while not stop.is_set():
+        try:
+            if sock is None:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                connected_at = time.monotonic()
+        except OSError:
+            time.sleep(0.01)  # refused during/after the stop: allowed, nothing was sent
+            continue
+        try:
+            sock.sendall(request)
+        except OSError as exc:
+            out.append(Outcome(time.monotonic(), connected_at, False, f"send: {exc!r}"))
+            sock.close()
+            sock = None
+            continue
+        sent_at = time.monotonic()
+        try:
+            status, _ = _read_response(sock)
+            out.append(Outcome(sent_at, connected_at, status == 200, f"status {status}"))
+        except (OSError, ConnectionError, ValueError, IndexError) as exc:
+            out.append(Outcome(sent_at, connected_at, False, repr(exc)))
+            sock.close()
+            sock = None
+            continue
+        if not keepalive:
+            sock.close()
+            sock = None
+    if sock is not None:
+        sock.close()
+
+
+def _load(port: int, seconds: float) -> list[tuple[float, float, bool, str]]:
+    """One load process: many client threads for ``seconds``; returns every outcome."""
+    stop = threading.Event()
+    outcomes: list[Outcome] = []
+    threads = [
+        threading.Thread(target=_client, args=(port, i < KEEPALIVE_THREADS, stop, outcomes))
+        for i in range(CLOSE_THREADS + KEEPALIVE_THREADS)
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(15)
+    return [(o.sent_at, o.connected_at, o.ok, o.error) for o in outcomes]
+
+
+def test_sigterm_under_load_answers_every_request_sent_before_it(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(LOAD_PROCESSES) as pool:
+        for trial in range(TRIALS):
+            data_dir = tmp_path / f"trial{trial}" / "var"
+            data_dir.mkdir(parents=True)
+            env = base_env(data_dir)
+            assert run_cli("seed-demo", env=env).returncode == 0
+            server = ServerProcess(data_dir, workers=2, env=env).start()
+            try:
+                pending = pool.starmap_async(_load, [(server.port, LOAD_SECONDS)] * LOAD_PROCESSES)
+                noise = (
+                    subprocess.Popen(
+                        [
+                            WRK,
+                            "-t2",
+                            "-c256",
+                            f"-d{LOAD_SECONDS}s",
+                            "-H",
+                            "Connection: close",
+                            f"{server.url}/api/products/2",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    if WRK
+                    else None
+                )
+                time.sleep(SIGNAL_AFTER)
+                signalled_at = time.monotonic()
+                server.send_signal(signal.SIGTERM)
+                assert server.proc is not None
+                code = server.proc.wait(30)
+                stopped_at = time.monotonic()
+                results = [o for part in pending.get(60) for o in part]
+                if noise is not None:
+                    noise.wait(30)
+            finally:
+                server.stop()
+            # Must be answered: everything sent before the signal, and what was sent in the
+            # grace window on a connection that existed before the signal.
+            before = [
+                o
+                for o in results
+                if o[0] < signalled_at
+                or (o[0] < signalled_at + GRACE_AFTER_SIGNAL and o[1] < signalled_at)
+            ]
+            lost = [o for o in before if not o[2]]
+            assert len(before) > 200, f"trial {trial}: too little load ({len(before)} requests)"
+            assert not lost, (
+                f"trial {trial}: {len(lost)} of {len(before)} requests sent before SIGTERM failed, "
+                f"e.g. {lost[:3]}\n{server.log_text()[-3000:]}"
+            )
+            assert code == 0, server.log_text()[-3000:]
+            assert stopped_at - signalled_at < 20
