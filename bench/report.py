@@ -61,10 +61,11 @@ def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
 def summarize(cases: Sequence[Case], runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for case in cases:
+        ran = {r["system"] for r in runs}
         cells = {
             s: _cell([r for r in runs if r["case"] == case.key and r["system"] == s])
             for s in SYSTEMS
-            if s in case.systems
+            if s in case.systems and s in ran
         }
         mono = cells.get("monolith")
         seed = cells.get("seed")

@@ -67,12 +67,15 @@ def test_every_case_ran_on_the_peers_with_zero_errors(
         assert rate > 0, r
 
 
-def test_monolith_cases_ran_or_say_why_not(
+def test_monolith_is_measured_and_missing_parts_say_why(
     smoke: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
     _, out = smoke
     doc = json.loads((out / "smoke.json").read_text())
-    mono = [r for r in doc["runs"] if r["system"] == "monolith"]
-    assert mono
-    for r in mono:
-        assert "na" not in r or (r["na"] and not r.get("failed")), r
+    mono = {r["case"]: r for r in doc["runs"] if r["system"] == "monolith"}
+    # `monolith serve` and the catalog exist: those cases must have been measured.
+    for case in ("catalog", "write", "write_full"):
+        assert "na" not in mono[case], mono[case]
+    # A case whose monolith side is not there yet is skipped with a reason, never a failure.
+    for run in mono.values():
+        assert "na" not in run or (run["na"] and not run.get("failed")), run

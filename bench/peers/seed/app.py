@@ -134,11 +134,18 @@ def order_dict(order: Order, items: list[OrderItem]) -> dict[str, Any]:
         "id": order.id,
         "status": order.status,
         "total_cents": order.total_cents,
-        "created_at": order.created_at,
         "items": [
-            {"product_id": i.product_id, "quantity": i.quantity, "price_cents": i.price_cents}
+            {
+                "product_id": i.product_id,
+                "product_name": i.product_name,
+                "quantity": i.quantity,
+                "unit_price_cents": i.unit_price_cents,
+            }
             for i in items
         ],
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+        "confirmed_at": order.confirmed_at,
     }
 
 
@@ -153,7 +160,7 @@ async def create_order(body: OrderIn, db: Db, user_id: int = Depends(current_use
         query = select(Product).where(Product.id.in_(wanted)).order_by(Product.id)
         products = list(await db.scalars(query.with_for_update()))
         if len(products) != len(wanted):
-            raise HTTPException(status_code=404, detail="no such product")
+            raise HTTPException(status_code=422, detail="items: no such product")
         for p in products:
             if p.stock < wanted[p.id]:
                 raise HTTPException(status_code=409, detail=f"not enough stock of {p.id}")
@@ -167,7 +174,11 @@ async def create_order(body: OrderIn, db: Db, user_id: int = Depends(current_use
         await db.flush()
         items = [
             OrderItem(
-                order_id=order.id, product_id=p.id, quantity=wanted[p.id], price_cents=p.price_cents
+                order_id=order.id,
+                product_id=p.id,
+                product_name=p.name,
+                quantity=wanted[p.id],
+                unit_price_cents=p.price_cents,
             )
             for p in products
         ]

@@ -1,8 +1,9 @@
-"""SQLAlchemy models: the same products/orders schema as ``monolith``'s migrations."""
+"""SQLAlchemy models: the same products/orders schema as ``monolith``'s migrations
+(0001_products, 0005_orders), users reduced to what orders refer to."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -47,20 +48,23 @@ class User(Base):
 
 class Order(Base):
     __tablename__ = "orders"
+    __table_args__ = (Index("orders_user", "user_id", "id"),)
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     status: Mapped[str] = mapped_column(String(16))
     total_cents: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    confirmed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class OrderItem(Base):
     __tablename__ = "order_items"
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), primary_key=True)
-    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), primary_key=True)
+    product_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    product_name: Mapped[str] = mapped_column(Text)
     quantity: Mapped[int] = mapped_column(Integer)
-    price_cents: Mapped[int] = mapped_column(BigInteger)
+    unit_price_cents: Mapped[int] = mapped_column(BigInteger)
 
 
 engine = create_async_engine(DATABASE_URL)

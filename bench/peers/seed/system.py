@@ -108,7 +108,9 @@ class Seed(System):
                           updated_at=now)  # fmt: skip
             session.add(order)
             await session.flush()
-            session.add(OrderItem(order_id=order.id, product_id=1, quantity=1, price_cents=199))
+            line = OrderItem(order_id=order.id, product_id=1, product_name="Product 001",
+                             quantity=1, unit_price_cents=199)  # fmt: skip
+            session.add(line)
             self.order_id = order.id
             user_id = user.id
         await engine.dispose()

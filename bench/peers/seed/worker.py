@@ -17,11 +17,12 @@ async def noop(ctx: dict[str, Any]) -> None:
 
 
 async def confirm_order(ctx: dict[str, Any], order_id: int) -> None:
+    now = time.time()
     async with SessionLocal() as session, session.begin():
         await session.execute(
             update(Order)
             .where(Order.id == order_id, Order.status == "pending")
-            .values(status="confirmed", updated_at=time.time())
+            .values(status="confirmed", confirmed_at=now, updated_at=now)
         )
 
 
