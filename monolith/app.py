@@ -12,11 +12,10 @@ from litestar.types import ControllerRouterHandler
 
 from monolith import __version__
 from monolith.config import Settings
-from monolith.database.migrate import migrate
 from monolith.logs import get_logger
 from monolith.server import install_drain_handler
 from monolith.services import Services, build_services
-from monolith.web import events, health, media, products
+from monolith.web import admin_jobs, events, health, media, products
 from monolith.web.errors import HANDLERS
 from monolith.web.middleware import RequestContextMiddleware
 
@@ -27,14 +26,13 @@ log = get_logger("monolith.app")
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Litestar:
-    svc = services or build_services(settings)
+    svc = services or build_services(settings, run_jobs=settings.server.run_jobs == "auto")
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         install_drain_handler(svc.events.close_listeners)
         try:
             await svc.start()
-            await migrate(svc.db)
         except BaseException:
             await svc.stop()
             raise
@@ -50,10 +48,15 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         *products.routes(svc),
         *media.routes(svc),
         *events.routes(svc),
+        *admin_jobs.routes(svc),
     ]
 
     def request_context(app: object) -> RequestContextMiddleware:
-        return RequestContextMiddleware(app, expose_worker=not settings.production)  # type: ignore[arg-type]
+        return RequestContextMiddleware(
+            app,  # type: ignore[arg-type]
+            expose_worker=not settings.production,
+            trusted_proxies=settings.server.trusted_proxies,
+        )
 
     return Litestar(
         route_handlers=handlers,

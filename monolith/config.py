@@ -46,6 +46,21 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class JobSettings:
+    # How many jobs one runner runs at once (jobs are coroutines; CPU work belongs elsewhere).
+    concurrency: int = 100
+    # A claimed job is the runner's for this long, renewed by heartbeats every third of it;
+    # after a crash its jobs run again once it lapses.
+    lease_seconds: int = 30
+    # On SIGTERM, jobs in hand get this long to finish before they are handed back.
+    grace_seconds: int = 10
+    # A lost wake-up costs at most this (the runner also wakes for delayed jobs falling due).
+    poll_seconds: float = 1.0
+    # Modules imported at start for the jobs and schedules they register.
+    modules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class DatabaseSettings:
     url: str = ""
     # SQLite only: NORMAL is durable across process crashes, FULL across power loss.
@@ -83,6 +98,7 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     log: LogSettings = field(default_factory=LogSettings)
+    jobs: JobSettings = field(default_factory=JobSettings)
     # Where pub/sub lives; empty means "with the database".
     channels_url: str = ""
     metrics_dir: Path | None = None
@@ -158,6 +174,19 @@ def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, 
     return value
 
 
+def _trusted_proxies(raw: str) -> tuple[str, ...]:
+    from monolith.web.client_ip import check_trusted
+
+    entries = tuple(p.strip() for p in raw.split(",") if p.strip())
+    try:
+        check_trusted(entries)
+    except ValueError as exc:
+        raise ConfigError(
+            f"MONOLITH_TRUSTED_PROXIES: {exc}; expected addresses, networks (10.0.0.0/8) or 'unix'"
+        ) from None
+    return entries
+
+
 def parse_workers(raw: str) -> int:
     """``auto`` means one worker per CPU."""
     if raw.strip().lower() == "auto":
@@ -221,7 +250,7 @@ def load_settings(
         if _choice(env_map, "MONOLITH_RUN_JOBS", "auto", ("auto", "no")) == "no"
         else "auto",
         graceful_timeout=_int(env_map, "MONOLITH_GRACEFUL_TIMEOUT", 20, minimum=1),
-        trusted_proxies=tuple(p.strip() for p in proxies.split(",") if p.strip()),
+        trusted_proxies=_trusted_proxies(proxies),
         instances=_int(env_map, "MONOLITH_INSTANCES", 1, minimum=1),
     )
     database = DatabaseSettings(
@@ -250,6 +279,14 @@ def load_settings(
         == "console"
         else "json",
     )
+    jobs = JobSettings(
+        concurrency=_int(env_map, "MONOLITH_JOBS_CONCURRENCY", 100, minimum=1),
+        lease_seconds=_int(env_map, "MONOLITH_JOBS_LEASE_SECONDS", 30, minimum=1),
+        grace_seconds=_int(env_map, "MONOLITH_JOBS_GRACE_SECONDS", 10, minimum=0),
+        modules=tuple(
+            m.strip() for m in env_map.get("MONOLITH_JOBS_MODULES", "").split(",") if m.strip()
+        ),
+    )
     return Settings(
         env=app_env,  # type: ignore[arg-type]
         data_dir=data_dir,
@@ -258,6 +295,7 @@ def load_settings(
         cache=cache,
         security=security,
         log=log,
+        jobs=jobs,
         channels_url=env_map.get("MONOLITH_CHANNELS_URL", ""),
         metrics_dir=Path(metrics_dir_raw).absolute() if metrics_dir_raw else None,
     )

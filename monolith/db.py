@@ -15,13 +15,16 @@ This module must never import ``aiosqlite`` or ``asyncpg``: backends load lazily
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from monolith.errors import ConfigError
+from monolith.errors import BackupError, ConfigError
 
 Params = Sequence[Any]
+#: ``progress(done, total)`` during a backup, in pages (or bytes) copied so far.
+BackupProgress = Callable[[int, int], None]
 
 
 class Row(Protocol):
@@ -96,9 +99,23 @@ class Database(Queries):
     async def ping(self) -> None:
         """Raise :class:`~monolith.errors.StateUnavailable` unless the database answers."""
 
+    async def optimize(self) -> None:
+        """Refresh the query planner's statistics (a daily job). Default: the server does it."""
+        return None
+
     @abc.abstractmethod
     def describe(self) -> str:
         """A safe, one-line description (no password) for logs and ``doctor``."""
+
+    async def backup_to(self, target: Path, progress: BackupProgress | None = None) -> None:
+        """An online, consistent copy of the whole database in the file ``target``.
+
+        ``progress(done, total)`` is called as pages are copied (possibly from another thread).
+        Backends without a built-in backup raise :class:`~monolith.errors.BackupError` saying
+        which tool to use instead.
+        """
+        del target, progress
+        raise BackupError(f"{self.describe()}: no built-in backup for {self.dialect}")
 
     async def iterate(self, sql: str, params: Params = (), batch: int = 1000) -> AsyncIterator[Row]:
         """Rows of a large query in batches; the SQL must end with ``ORDER BY`` a unique key."""

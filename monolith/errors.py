@@ -47,5 +47,13 @@ class IntegrityViolation(MonolithError):
     """A constraint (unique, foreign key, check) refused a write."""
 
 
+class UnknownJob(MonolithError, LookupError):
+    """No job of that name is registered (``@job``) in this process."""
+
+
 class MigrationError(MonolithError):
     """A migration failed or an applied migration was changed after it ran."""
+
+
+class BackupError(MonolithError):
+    """A backup or restore cannot be done or did not verify; the message says why."""

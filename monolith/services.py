@@ -16,6 +16,7 @@ from monolith.channels import open_channels
 from monolith.config import Settings
 from monolith.db import Database, open_database
 from monolith.events import EventHub
+from monolith.jobs import Jobs
 from monolith.media import MediaStorage, open_media
 
 HealthCheck = Callable[[], Awaitable[None]]
@@ -35,6 +36,8 @@ class Services:
     events: EventHub
     #: Uploaded files (product images).
     media: MediaStorage
+    #: The job queue: enqueue anywhere; runs jobs only where built with ``run_jobs``.
+    jobs: Jobs
     #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     #: Components started after the database, in order; stopped in reverse.
@@ -44,8 +47,12 @@ class Services:
     _started: list[Component] = field(default_factory=list)
 
     async def start(self) -> None:
+        """Start the database, apply pending migrations, then start every component."""
+        from monolith.database.migrate import migrate
+
         await self.db.start()
         self._started.append(self.db)
+        await migrate(self.db)  # before any component (the job runner) touches the tables
         for component in self.components:
             await component.start()
             self._started.append(component)
@@ -55,8 +62,12 @@ class Services:
             await self._started.pop().stop()
 
 
-def build_services(settings: Settings) -> Services:
-    """Construct every component from settings; connects to nothing."""
+def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
+    """Construct every component from settings; connects to nothing.
+
+    ``run_jobs``: this process competes to be the one that runs jobs and schedules
+    (``serve``'s workers with ``MONOLITH_RUN_JOBS=auto``, ``monolith worker``).
+    """
     db = open_database(
         settings.database.url,
         synchronous=settings.database.sqlite_synchronous,
@@ -65,9 +76,16 @@ def build_services(settings: Settings) -> Services:
         pool_size=settings.database.pool_size,
     )
     channels = open_channels(settings.channels_url, db)
+    jobs = Jobs(db, settings.jobs, data_dir=settings.data_dir, run=run_jobs)
     services = Services(
-        settings=settings, db=db, events=EventHub(channels), media=open_media(settings.media_dir)
+        settings=settings,
+        db=db,
+        events=EventHub(channels),
+        media=open_media(settings.media_dir),
+        jobs=jobs,
     )
+    jobs.services = services
+    services.components += [services.media, services.events, jobs]
     services.health_checks["database"] = db.ping
-    services.components += [services.media, services.events]
+    services.health_checks["jobs"] = jobs.check
     return services

@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from monolith import __version__
-from monolith.cli import database, server
+from monolith.cli import backup, database, jobs, server, worker
 from monolith.errors import MonolithError
 
 #: Command groups, in the order ``--help`` lists them.
-GROUPS = [server, database]
+GROUPS = [server, worker, database, jobs, backup]
 
 
 def build_parser() -> argparse.ArgumentParser:

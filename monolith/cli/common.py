@@ -35,12 +35,9 @@ def run(coro: Awaitable[T]) -> T:
 @asynccontextmanager
 async def started_services(settings: Settings) -> AsyncIterator[Services]:
     """The process's services, started (and migrated) for a command, stopped after."""
-    from monolith.database.migrate import migrate
-
     svc = build_services(settings)
     await svc.start()
     try:
-        await migrate(svc.db)
         yield svc
     finally:
         await svc.stop()

@@ -11,13 +11,20 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from monolith.db import Database, Params, Row, Transaction
-from monolith.errors import DatabaseBusy, DatabaseUnavailable, IntegrityViolation, NotStarted
+from monolith.db import BackupProgress, Database, Params, Row, Transaction
+from monolith.errors import (
+    BackupError,
+    DatabaseBusy,
+    DatabaseUnavailable,
+    IntegrityViolation,
+    NotStarted,
+)
 
 StatementObserver = Callable[[str, float, int], None]
 
@@ -133,6 +140,16 @@ class PostgresDatabase(Database):
         if parts.port:
             netloc += f":{parts.port}"
         return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+    async def backup_to(self, target: Path, progress: BackupProgress | None = None) -> None:
+        # pg_dump is PostgreSQL's own consistent online backup, and it must match the server's
+        # version; wrapping it here would only hide the error messages that matter.
+        del target, progress
+        raise BackupError(
+            "PostgreSQL is backed up with its own tool, pg_dump: "
+            'pg_dump --format=custom --file=monolith.dump "$MONOLITH_DATABASE_URL" '
+            "(restore with pg_restore --dbname=...)"
+        )
 
     async def start(self) -> None:
         if self._pool is not None:

@@ -21,14 +21,14 @@ import asyncio
 import itertools
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
-from monolith.db import Database, Params, Row, Transaction
+from monolith.db import BackupProgress, Database, Params, Row, Transaction
 from monolith.errors import (
     DatabaseBusy,
     DatabaseUnavailable,
@@ -36,6 +36,8 @@ from monolith.errors import (
     MonolithError,
     NotStarted,
 )
+
+T = TypeVar("T")
 
 #: Called after each statement with (sql, seconds, rows); statement statistics plug in here.
 StatementObserver = Callable[[str, float, int], None]
@@ -56,6 +58,23 @@ def translate(exc: sqlite3.Error) -> Exception:
         if "database or disk is full" in text:
             return DatabaseUnavailable("the disk is full")
     return exc
+
+
+async def _uncancellable(step: Coroutine[Any, Any, T]) -> T:
+    """Run a step that pairs a statement with its bookkeeping to the end, even when cancelled.
+
+    A cancelled await does not stop the statement (it runs on the connection's thread), so
+    bookkeeping skipped by a cancellation (say, ``BEGIN`` run but the batch not recorded)
+    would break every later transaction. The write lock stays held until the step is done.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what the caller gets
+        raise
 
 
 class _Batch:
@@ -213,6 +232,10 @@ class SQLiteDatabase(Database):
     async def ping(self) -> None:
         await self.fetch_one("SELECT 1")
 
+    async def optimize(self) -> None:
+        # Analyzes only what changed enough to matter; cheap enough to run daily.
+        await self.execute("PRAGMA optimize")
+
     # -- writes ----------------------------------------------------------------------------
 
     async def _raw(self, sql: str) -> None:
@@ -220,6 +243,11 @@ class SQLiteDatabase(Database):
             await self._writer_conn().execute(sql)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
+
+    async def _begin(self) -> _Batch:
+        await self._raw("BEGIN IMMEDIATE")
+        self._batch = _Batch()
+        return self._batch
 
     async def _commit(self, batch: _Batch) -> None:
         """Commit the open batch and tell every transaction in it."""
@@ -250,10 +278,9 @@ class SQLiteDatabase(Database):
         batch: _Batch | None = None
         try:
             try:
-                if self._batch is None:
-                    await self._raw("BEGIN IMMEDIATE")
-                    self._batch = _Batch()
                 batch = self._batch
+                if batch is None:
+                    batch = await _uncancellable(self._begin())
                 await self._raw("SAVEPOINT tx")
                 tx = _Tx(self)
                 try:
@@ -275,17 +302,25 @@ class SQLiteDatabase(Database):
                 self._waiting -= 1
                 current = self._batch
                 if current is not None and (self._waiting == 0 or current.count >= self.max_batch):
-                    await self._commit(current)
+                    await _uncancellable(self._commit(current))
         finally:
             self._write_lock.release()
         # The commit may be done by a transaction queued behind this one: wait for it.
         await asyncio.shield(batch.future)
 
-    async def backup_to(
-        self, target: Path, progress: Callable[[int, int], None] | None = None
-    ) -> None:
-        """An online, consistent copy of the database into ``target`` (SQLite backup API)."""
-        dest = await aiosqlite.connect(target)
+    async def backup_to(self, target: Path, progress: BackupProgress | None = None) -> None:
+        """An online, consistent copy of the database in ``target`` (the SQLite backup API).
+
+        The copy is the database as of the moment the backup began: it runs on a connection of
+        its own inside one read transaction, which pins a WAL snapshot. Without that, SQLite
+        restarts a step-wise backup whenever another connection (any other worker process)
+        commits, and under a steady write load it would never finish. Writers are not blocked;
+        the WAL just cannot be checkpointed past the snapshot until the copy is done.
+        The copy is left in rollback-journal mode: one self-contained file.
+        """
+        self._writer_conn()  # a backup of a database that was never started is a mistake
+        source = await self._connect(writer=False)
+        dest = await aiosqlite.connect(target, isolation_level=None)
         try:
 
             def _progress(status: int, remaining: int, total: int) -> None:
@@ -293,6 +328,14 @@ class SQLiteDatabase(Database):
                 if progress is not None:
                     progress(total - remaining, total)
 
-            await self._writer_conn().backup(dest, pages=256, progress=_progress)
+            try:
+                await source.execute("BEGIN")
+                await source.execute_fetchall("SELECT count(*) FROM sqlite_schema")
+                await source.backup(dest, pages=1024, progress=_progress, sleep=0)
+                await source.execute("COMMIT")
+                await dest.execute("PRAGMA journal_mode = DELETE")
+            except sqlite3.Error as exc:
+                raise translate(exc) from exc
         finally:
             await dest.close()
+            await source.close()

@@ -1,5 +1,8 @@
 """Raw ASGI middleware for every request: request id, one access line, worker id header.
 
+The access line names the client by :func:`monolith.web.client_ip.client_ip`: behind Caddy,
+the address Caddy saw, never an address the client wrote into ``X-Forwarded-For`` itself.
+
 Raw ASGI (not a BaseHTTPMiddleware) because it runs on every request and the measured
 budget per request is a few tens of microseconds.
 """
@@ -10,11 +13,11 @@ import os
 import re
 import time
 import uuid
-from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from monolith.logs import get_logger, request_id_var
+from monolith.web.client_ip import client_ip
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 log = get_logger("monolith.access")
@@ -23,8 +26,15 @@ log = get_logger("monolith.access")
 class RequestContextMiddleware:
     """Accepts or makes ``X-Request-ID``, echoes it, and logs one line per request."""
 
-    def __init__(self, app: ASGIApp, *, expose_worker: bool = False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        expose_worker: bool = False,
+        trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1"),
+    ) -> None:
         self.app = app
+        self.trusted_proxies = trusted_proxies
         self.extra_headers: list[tuple[bytes, bytes]] = []
         if expose_worker:
             self.extra_headers.append((b"x-worker-pid", str(os.getpid()).encode()))
@@ -58,13 +68,12 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            client: Any = scope.get("client")
             log.info(
                 "request",
                 method=scope.get("method", "WS"),
                 route=scope.get("path_template") or scope["path"],
                 status=status or (500 if kind == "http" else 101),
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                client=client[0] if client else None,
+                client=client_ip(scope, self.trusted_proxies),
             )
             request_id_var.reset(token)

@@ -1,0 +1,93 @@
+"""Admin routes for the job queue: list, retry, discard, and trigger a job by name.
+
+Every route is admin-only. A job that is running can be neither retried nor discarded (409):
+its worker holds it; wait for it to finish or fail.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, delete, get, post
+from litestar.exceptions import ClientException, NotFoundException
+from litestar.params import Parameter
+from litestar.types import ControllerRouterHandler
+
+from monolith.errors import UnknownJob
+from monolith.jobqueue.base import STATES, Job
+from monolith.services import Services
+from monolith.web.body import UnprocessableEntity, decode
+from monolith.web.guards import admin_guard
+
+Req = Request[Any, Any, Any]
+JobId = Annotated[int, Parameter(ge=1, le=2**62)]
+
+
+class EnqueueIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    payload: Any = None
+    count: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1
+    delay: Annotated[float, msgspec.Meta(ge=0, le=366 * 86400)] = 0.0
+    priority: Annotated[int, msgspec.Meta(ge=-1000, le=1000)] = 0
+
+
+def routes(svc: Services) -> list[ControllerRouterHandler]:
+    admin = [admin_guard(svc.settings)]
+
+    async def held(job_id: int, action: str) -> ClientException:
+        """Why ``action`` did nothing: the job does not exist (404) or is running (409)."""
+        job = await svc.jobs.queue.get(job_id)
+        if job is None:
+            return NotFoundException(detail=f"job {job_id} not found")
+        return ClientException(
+            status_code=409, detail=f"job {job_id} is {job.state}; it cannot be {action} now"
+        )
+
+    @get("/api/admin/jobs", guards=admin, summary="Jobs, newest first (admin)")
+    async def list_jobs(
+        request: Req, limit: Annotated[int, Parameter(ge=1, le=1000)] = 100
+    ) -> dict[str, Any]:
+        # Read by hand: Litestar reserves the parameter name "state" for its app state.
+        job_state = request.query_params.get("state") or None
+        if job_state is not None and job_state not in STATES:
+            raise UnprocessableEntity(detail=f"state: expected one of {', '.join(STATES)}")
+        jobs = await svc.jobs.queue.list(job_state, limit=limit)
+        stats = await svc.jobs.queue.stats()
+        return {"jobs": [j.as_dict() for j in jobs], "counts": stats.counts}
+
+    @post("/api/admin/jobs", guards=admin, summary="Enqueue jobs by name (admin)")
+    async def enqueue(request: Req) -> dict[str, Any]:
+        body = await decode(request, EnqueueIn)
+        try:
+            svc.jobs.registry.get(body.name)
+        except UnknownJob as exc:
+            raise UnprocessableEntity(detail=f"name: {exc}") from None
+        ids = []
+        async with svc.db.transaction() as tx:
+            for _ in range(body.count):
+                ids.append(
+                    await svc.jobs.enqueue(
+                        body.name,
+                        body.payload,
+                        delay=body.delay,
+                        priority=body.priority,
+                        tx=tx,
+                    )
+                )
+        return {"ids": ids}
+
+    @post("/api/admin/jobs/{job_id:int}/retry", guards=admin, status_code=200)
+    async def retry(job_id: JobId) -> dict[str, Any]:
+        """Run a failed (or waiting) job again now, with fresh attempts."""
+        job: Job | None = await svc.jobs.queue.retry(job_id)
+        if job is None:
+            raise await held(job_id, "retried")
+        return job.as_dict()
+
+    @delete("/api/admin/jobs/{job_id:int}", guards=admin, summary="Discard a job (admin)")
+    async def discard(job_id: JobId) -> None:
+        if await svc.jobs.queue.discard(job_id) is None:
+            raise await held(job_id, "discarded")
+
+    return [list_jobs, enqueue, retry, discard]

@@ -1,0 +1,103 @@
+"""The client's IP address for rate limits and logs; ``X-Forwarded-For`` only from a proxy.
+
+Behind Caddy every connection comes from 127.0.0.1, so the peer address says nothing about the
+client; Caddy puts the client's address in ``X-Forwarded-For``. Anyone can send that header
+too, so it is read only when the peer is a trusted proxy (``MONOLITH_TRUSTED_PROXIES``, default
+``127.0.0.1,::1``), and only from the right: each proxy appends the address it saw, so the
+right-most address that is not itself a trusted proxy is the last one a trusted hop vouches
+for. Everything left of it was written by the client and is ignored.
+
+Trusted entries are addresses or networks (``10.0.0.0/8``); ``unix`` trusts a peer on a Unix
+socket (no address). This module must never raise on a malformed header: a garbled address is
+a client's problem, not a 500.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: What :func:`client_ip` returns when the server knows nothing about the client.
+UNKNOWN = "unknown"
+
+
+@lru_cache(maxsize=16)
+def _networks(trusted: tuple[str, ...]) -> tuple[tuple[IPNetwork, ...], bool]:
+    """The trusted entries as networks, and whether Unix-socket peers are trusted."""
+    networks: list[IPNetwork] = []
+    unix = False
+    for entry in trusted:
+        entry = entry.strip()
+        if entry.lower() == "unix":
+            unix = True
+        elif entry:
+            # ValueError on a bad entry is a configuration error, raised when settings are checked.
+            networks.append(ipaddress.ip_network(entry, strict=False))
+    return tuple(networks), unix
+
+
+def check_trusted(trusted: Iterable[str]) -> None:
+    """Raise ``ValueError`` naming an entry that is not an address, a network or ``unix``."""
+    _networks(tuple(trusted))
+
+
+def _parse(text: str) -> IPAddress | None:
+    """An address from a header entry: ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``::1``."""
+    text = text.strip().strip('"')
+    if text.startswith("["):
+        text = text[1 : text.find("]")] if "]" in text else text[1:]
+    elif text.count(":") == 1:  # IPv4 with a port; bare IPv6 has several colons
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_trusted(address: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
+    return any(address in network for network in networks)
+
+
+def _forwarded_for(scope: Mapping[str, Any]) -> list[str]:
+    """Every ``X-Forwarded-For`` entry, left to right, over all the header's lines."""
+    entries: list[str] = []
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"x-forwarded-for":
+            entries.extend(part.strip() for part in value.decode("latin-1").split(","))
+    return [entry for entry in entries if entry]
+
+
+def client_ip(scope: Mapping[str, Any], trusted: Iterable[str]) -> str:
+    """The client's address for an ASGI ``scope``; ``trusted`` are the proxies' addresses/networks.
+
+    The peer's own address unless the peer is trusted; then the right-most address in
+    ``X-Forwarded-For`` that is not a trusted proxy (the left-most one if they all are).
+    An entry that is not an address stops the walk and is returned as written: a trusted proxy
+    put it there, so it is the best name for the client there is.
+    """
+    networks, trust_unix = _networks(tuple(trusted))
+    client = scope.get("client")
+    peer_text = str(client[0]) if client else ""
+    peer = _parse(peer_text) if peer_text else None
+    # No peer address at all means a Unix socket.
+    trusted_peer = _is_trusted(peer, networks) if peer is not None else trust_unix and not peer_text
+    if not trusted_peer:
+        return str(peer) if peer is not None else (peer_text or UNKNOWN)
+
+    best = str(peer) if peer is not None else UNKNOWN
+    for entry in reversed(_forwarded_for(scope)):
+        address = _parse(entry)
+        if address is None:
+            return entry[:64]
+        best = str(address)
+        if not _is_trusted(address, networks):
+            return best
+    return best

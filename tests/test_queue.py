@@ -1,0 +1,283 @@
+"""The job queue's conformance suite: every behaviour, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from monolith.db import Database, open_database
+from monolith.jobqueue import open_queue
+from monolith.jobqueue.base import JobQueue, NewJob, Outcome, RunnerInfo
+
+
+def new(name: str = "t.job", **kw: object) -> NewJob:
+    fields: dict[str, object] = {"payload": "{}", "run_at": time.time()} | kw
+    return NewJob(name, **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def queue(db: Database, data_dir: Path) -> AsyncIterator[JobQueue]:
+    q = open_queue(db, data_dir)
+    yield q
+    await q.close()
+
+
+@pytest.fixture
+async def other_db(db: Database, db_url: str) -> AsyncIterator[Database]:
+    """A second connection set to the same database, as another process would have."""
+    database = open_database(db_url)
+    await database.start()
+    try:
+        yield database
+    finally:
+        await database.stop()
+
+
+@pytest.fixture
+async def other(other_db: Database, data_dir: Path) -> AsyncIterator[JobQueue]:
+    q = open_queue(other_db, data_dir)
+    yield q
+    await q.close()
+
+
+async def test_an_added_job_is_claimed_once_with_a_lease(queue: JobQueue) -> None:
+    job_id = await queue.add(new(payload='{"a": 1}'))
+    claimed = await queue.claim("w1", 10, lease=30)
+    assert [j.id for j in claimed.jobs] == [job_id]
+    job = claimed.jobs[0]
+    assert (job.state, job.attempts, job.worker, job.payload) == ("running", 1, "w1", '{"a": 1}')
+    assert job.lease_until is not None
+    assert job.lease_until > time.time()
+    assert (await queue.claim("w2", 10, lease=30)).jobs == []
+
+
+async def test_claims_take_higher_priority_first_then_the_oldest(queue: JobQueue) -> None:
+    now = time.time()
+    low_old = await queue.add(new(run_at=now - 10))
+    high = await queue.add(new(priority=5, run_at=now - 1))
+    low_new = await queue.add(new(run_at=now - 5))
+    claimed = await queue.claim("w", 2, lease=30)
+    assert [j.id for j in claimed.jobs] == [high, low_old]
+    assert [j.id for j in (await queue.claim("w", 2, lease=30)).jobs] == [low_new]
+
+
+async def test_a_delayed_job_waits_until_due_and_the_claim_says_when(queue: JobQueue) -> None:
+    due = time.time() + 60
+    await queue.add(new(run_at=due))
+    claimed = await queue.claim("w", 10, lease=30)
+    assert claimed.jobs == []
+    assert claimed.next_run_at == pytest.approx(due)
+
+
+async def test_a_unique_key_dedupes_while_its_job_exists(queue: JobQueue) -> None:
+    first = await queue.add(new(unique_key="k"))
+    assert first is not None
+    assert await queue.add(new(unique_key="k")) is None
+    job = (await queue.claim("w", 10, lease=30)).jobs[0]
+    await queue.finish("w", [Outcome(job.id)])
+    # Done, but kept so the same key (say, a schedule's fire time) is not run again.
+    assert await queue.add(new(unique_key="k")) is None
+    assert (await queue.get(first)).state == "done"  # type: ignore[union-attr]
+    await queue.prune(done_older_than=time.time() + 1, runners_older_than=0)
+    assert await queue.add(new(unique_key="k")) is not None
+
+
+async def test_a_job_without_unique_key_is_gone_once_done(queue: JobQueue) -> None:
+    job_id = await queue.add(new())
+    await queue.claim("w", 10, lease=30)
+    await queue.finish("w", [Outcome(job_id)])  # type: ignore[arg-type]
+    assert await queue.get(job_id) is None  # type: ignore[arg-type]
+
+
+async def test_enqueue_commits_and_rolls_back_with_the_callers_transaction(
+    db: Database, queue: JobQueue
+) -> None:
+    async def order_that_fails() -> None:
+        async with db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO products (name, price_cents, created_at, updated_at) "
+                "VALUES ('x', 1, 0, 0)"
+            )
+            await queue.add(new(name="t.rolled_back"), tx=tx)
+            raise RuntimeError("the order failed")
+
+    with pytest.raises(RuntimeError):
+        await order_that_fails()
+    async with db.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO products (name, price_cents, created_at, updated_at) VALUES ('y', 1, 0, 0)"
+        )
+        await queue.add(new(name="t.committed"), tx=tx)
+    assert [j.name for j in await queue.list()] == ["t.committed"]
+    assert await db.fetch_val("SELECT COUNT(*) FROM products") == 1
+
+
+async def test_an_expired_lease_is_claimed_again_and_the_old_result_ignored(
+    queue: JobQueue,
+) -> None:
+    job_id = await queue.add(new())
+    await queue.claim("dead", 10, lease=-1)  # its process died: the lease is already over
+    again = (await queue.claim("alive", 10, lease=30)).jobs
+    assert [(j.id, j.attempts, j.worker) for j in again] == [(job_id, 2, "alive")]
+    await queue.finish("dead", [Outcome(job_id, error="late", retry_at=time.time())])  # type: ignore[arg-type]
+    job = await queue.get(job_id)  # type: ignore[arg-type]
+    assert job is not None
+    assert (job.state, job.worker, job.last_error) == ("running", "alive", None)
+
+
+async def test_an_expired_lease_on_the_last_attempt_leaves_the_job_failed(
+    queue: JobQueue,
+) -> None:
+    job_id = await queue.add(new(max_attempts=1))
+    await queue.claim("dead", 10, lease=-1)
+    assert (await queue.claim("alive", 10, lease=30)).jobs == []
+    job = await queue.get(job_id)  # type: ignore[arg-type]
+    assert job is not None
+    assert job.state == "failed"
+    assert "lease expired" in (job.last_error or "")
+
+
+async def test_a_failure_is_retried_at_its_time_then_kept_failed_with_its_error(
+    queue: JobQueue,
+) -> None:
+    job_id = await queue.add(new(max_attempts=2))
+    assert job_id is not None
+    await queue.claim("w", 10, lease=30)
+    later = time.time() + 60
+    await queue.finish("w", [Outcome(job_id, error="boom 1", retry_at=later)])
+    job = await queue.get(job_id)
+    assert job is not None
+    assert (job.state, job.run_at, job.last_error) == (
+        "queued",
+        later,
+        "boom 1",
+    )
+    assert (await queue.claim("w", 10, lease=30)).jobs == []  # not due yet
+    await queue.retry(job_id)  # an operator says: now
+    assert (await queue.claim("w", 10, lease=30)).jobs[0].attempts == 1
+    await queue.finish("w", [Outcome(job_id, error="boom 2")])
+    failed = await queue.list("failed")
+    assert [(j.id, j.last_error) for j in failed] == [(job_id, "boom 2")]
+
+
+async def test_retry_and_discard_act_on_failed_jobs_but_not_running_ones(
+    queue: JobQueue,
+) -> None:
+    job_id = await queue.add(new(max_attempts=1))
+    assert job_id is not None
+    await queue.claim("w", 10, lease=30)
+    assert await queue.retry(job_id) is None
+    assert await queue.discard(job_id) is None
+    await queue.finish("w", [Outcome(job_id, error="boom")])
+    retried = await queue.retry(job_id)
+    assert retried is not None
+    assert (retried.state, retried.attempts) == ("queued", 0)
+    assert [j.id for j in (await queue.claim("w", 10, lease=30)).jobs] == [job_id]
+    await queue.finish("w", [Outcome(job_id, error="boom again")])
+    assert (await queue.discard(job_id)) is not None
+    assert await queue.get(job_id) is None
+    assert await queue.retry(12345) is None
+
+
+async def test_released_jobs_run_again_without_losing_an_attempt(queue: JobQueue) -> None:
+    ids = [await queue.add(new()) for _ in range(3)]
+    await queue.claim("w", 10, lease=30)
+    assert await queue.release("w", [ids[0]]) == 1  # type: ignore[list-item]
+    assert await queue.release("w") == 2
+    again = (await queue.claim("w2", 10, lease=30)).jobs
+    assert sorted(j.id for j in again) == sorted(ids)  # type: ignore[type-var]
+    assert {j.attempts for j in again} == {1}
+
+
+async def test_per_name_concurrency_caps_hold_across_processes(
+    queue: JobQueue, other: JobQueue
+) -> None:
+    await queue.add_many([new(name="capped") for _ in range(5)] + [new(name="free")])
+    limits = {"capped": 2}
+    first = await queue.claim("a", 10, lease=30, limits=limits)
+    assert sorted(j.name for j in first.jobs) == ["capped", "capped", "free"]
+    assert (await other.claim("b", 10, lease=30, limits=limits)).jobs == []
+    await queue.finish("a", [Outcome(first.jobs[0].id)])
+    assert [j.name for j in (await other.claim("b", 10, lease=30, limits=limits)).jobs] == [
+        "capped"
+    ]
+
+
+async def test_concurrent_claimers_never_share_a_job(queue: JobQueue, other: JobQueue) -> None:
+    await queue.add_many(new() for _ in range(300))
+
+    async def drain(q: JobQueue, worker: str) -> list[int]:
+        got: list[int] = []
+        while jobs := (await q.claim(worker, 7, lease=30)).jobs:
+            got += [j.id for j in jobs]
+            await asyncio.sleep(0)
+        return got
+
+    a, b = await asyncio.gather(drain(queue, "a"), drain(other, "b"))
+    assert len(a) + len(b) == 300
+    assert len(set(a) | set(b)) == 300
+
+
+async def test_queues_filter_what_a_runner_claims(queue: JobQueue) -> None:
+    await queue.add(new(queue="mail"))
+    media = await queue.add(new(queue="media"))
+    claimed = await queue.claim("w", 10, lease=30, queues=["media"])
+    assert [j.id for j in claimed.jobs] == [media]
+
+
+async def test_heartbeat_keeps_leases_and_stats_show_runners(queue: JobQueue) -> None:
+    job_id = await queue.add(new())
+    await queue.claim("w", 1, lease=-1)
+    other_id = await queue.add(new())
+    runner = RunnerInfo("w", "box", 42, time.time(), 0, time.time(), 7)
+    await queue.heartbeat(runner, lease=30)
+    job = await queue.get(job_id)  # type: ignore[arg-type]
+    assert job is not None
+    assert job.lease_until is not None
+    assert job.lease_until > time.time()
+    assert [j.id for j in (await queue.claim("x", 10, lease=30)).jobs] == [other_id]
+    stats = await queue.stats()
+    assert stats.counts == {"queued": 0, "running": 2, "failed": 0, "done": 0}
+    assert [(r.id, r.pid, r.completed) for r in stats.runners] == [("w", 42, 7)]
+    await queue.release("w")
+    assert (await queue.stats()).runners == []
+
+
+async def test_stats_report_the_oldest_due_job(queue: JobQueue) -> None:
+    await queue.add(new(run_at=time.time() + 60))
+    assert (await queue.stats()).oldest_due_at is None
+    past = time.time() - 30
+    await queue.add(new(run_at=past))
+    assert (await queue.stats()).oldest_due_at == pytest.approx(past)
+
+
+async def test_an_enqueue_in_another_process_wakes_the_listener(
+    queue: JobQueue, other: JobQueue
+) -> None:
+    await queue.wakeup.listen()
+    try:
+        assert await queue.wakeup.wait(0.05) is False
+        await other.add(new())
+        assert await queue.wakeup.wait(10) is True
+        assert await queue.wakeup.wait(0.05) is False  # consumed
+    finally:
+        await queue.wakeup.close()
+
+
+async def test_only_one_process_leads_until_it_steps_down(queue: JobQueue, other: JobQueue) -> None:
+    first, second = queue.election(), other.election()
+    try:
+        assert await first.try_acquire()
+        assert not await second.try_acquire()
+        assert await first.holding()
+        await first.release()
+        assert not await first.holding()
+        assert await second.try_acquire()
+        assert not await first.try_acquire()
+    finally:
+        await first.release()
+        await second.release()
