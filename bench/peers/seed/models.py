@@ -7,7 +7,7 @@ from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Te
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from bench.peers.seed.settings import DATABASE_URL
+from bench.peers.seed.settings import DATABASE_URL, MAX_OVERFLOW, POOL_SIZE
 
 
 class Base(DeclarativeBase):
@@ -67,5 +67,5 @@ class OrderItem(Base):
     unit_price_cents: Mapped[int] = mapped_column(BigInteger)
 
 
-engine = create_async_engine(DATABASE_URL)
+engine = create_async_engine(DATABASE_URL, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
 SessionLocal = async_sessionmaker(engine, expire_on_commit=False, class_=AsyncSession)

@@ -10,6 +10,13 @@ PREFIX = os.environ.get("SEED_PREFIX", "seedbench")
 CACHE_PRODUCTS = os.environ.get("SEED_CACHE_PRODUCTS", "on") != "off"
 ADMIN_TOKEN = os.environ.get("SEED_ADMIN_TOKEN", "")
 QUEUE = f"{PREFIX}:queue"
+# SQLAlchemy's default pool (5 kept + 10 overflow) closes every connection above 5 when it is
+# returned, so under a few dozen concurrent requests per worker it opens and closes PostgreSQL
+# connections all the time (TLS negotiation included). The bench sizes the pool to the load
+# instead, so the peer is measured at its best; SEED_POOL_SIZE=5 SEED_MAX_OVERFLOW=10 gives
+# the defaults back.
+POOL_SIZE = int(os.environ.get("SEED_POOL_SIZE", "20"))
+MAX_OVERFLOW = int(os.environ.get("SEED_MAX_OVERFLOW", "0"))
 # arq polls its queue every poll_delay seconds (default 0.5) and takes at most
 # queue_read_limit (100) jobs per poll, which caps a default worker near 200 jobs/s. The bench
 # sets it low so arq is measured at its best, not at a default meant for idle queues.
