@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
+from litestar.stores.registry import StoreRegistry
 from litestar.types import ControllerRouterHandler
 
 from monolith import __version__
@@ -15,9 +16,10 @@ from monolith.config import Settings
 from monolith.logs import get_logger
 from monolith.server import install_drain_handler
 from monolith.services import Services, build_services
-from monolith.web import admin_jobs, events, health, media, products
+from monolith.web import admin_jobs, auth, events, health, media, products
 from monolith.web.errors import HANDLERS
 from monolith.web.middleware import RequestContextMiddleware
+from monolith.web.ratelimit import rate_limit_middleware
 
 #: Largest JSON body accepted (uploads set their own, larger limit on their route).
 MAX_BODY = 1024 * 1024
@@ -46,6 +48,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     handlers: list[ControllerRouterHandler] = [
         *health.routes(svc),
         *products.routes(svc),
+        *auth.routes(svc),
         *media.routes(svc),
         *events.routes(svc),
         *admin_jobs.routes(svc),
@@ -61,7 +64,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
-        middleware=[request_context],
+        middleware=[request_context, rate_limit_middleware(svc)],
+        # Litestar features that take a store name get a namespace of the shared store, so
+        # they work across workers (Litestar's default would be a per-process memory store).
+        stores=StoreRegistry(default_factory=lambda name: svc.store.with_namespace(name)),
         exception_handlers=HANDLERS,
         request_max_body_size=MAX_BODY,
         logging_config=None,

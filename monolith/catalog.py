@@ -11,10 +11,11 @@ import base64
 import binascii
 import random
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import msgspec
 
+from monolith.cache import HasCache, cached
 from monolith.db import Database, Queries, Row, Transaction
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -222,3 +223,31 @@ async def seed_demo(db: Database, *, only_if_empty: bool = False) -> int:
             rows,
         )
     return len(rows)
+
+
+# -- cached reads (each key is defined here, with its strategy) ------------------------------
+
+
+class HasDatabase(HasCache, Protocol):
+    @property
+    def db(self) -> Database: ...
+
+
+@cached("product", ttl=300, strategy="invalidate-on-write")
+async def cached_product_json(svc: HasDatabase, product_id: int) -> bytes | None:
+    """``GET /api/products/{id}``'s body (None: no such product, cached too, so probing
+    missing ids does not reach the database). Invalidated by :func:`product_changed`."""
+    return await product_json(svc.db, product_id)
+
+
+@cached("catalog", ttl=60, strategy="invalidate-on-write")
+async def cached_page_json(svc: HasDatabase, limit: int, after: int) -> bytes:
+    """A catalog page's body. Every product write can move any page, so a write forgets them
+    all (:func:`product_changed`); the TTL only bounds how long an unread page is kept."""
+    return await page_json(svc.db, limit, after)
+
+
+async def product_changed(svc: HasCache, product_id: int) -> None:
+    """Call after any committed write to a product: no worker serves the old one again."""
+    await svc.cache.invalidate("product", product_id)
+    await svc.cache.invalidate_all("catalog")

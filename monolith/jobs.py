@@ -35,6 +35,7 @@ from monolith.db import Database, Transaction
 from monolith.errors import NotStarted, StateUnavailable, UnknownJob
 from monolith.jobqueue import open_queue
 from monolith.jobqueue.base import JobQueue, NewJob, QueueStats
+from monolith.state import HoldsState
 
 #: A due job waiting longer than this with no runner progress makes the app unready.
 STALL_SECONDS = 60.0
@@ -180,6 +181,11 @@ class Jobs:
         if self._queue is None:
             raise NotStarted("Jobs used before start(); the app lifespan starts it")
         return self._queue
+
+    def state_holders(self) -> dict[str, HoldsState]:
+        """Where the queue and the runner's election live, for ``doctor``; connects to nothing."""
+        queue = self._queue or open_queue(self.db, self.data_dir)
+        return {"jobs": queue, "schedules": queue.election()}
 
     def load_modules(self) -> None:
         """Import the app's jobs and the configured modules so their ``@job``s register."""

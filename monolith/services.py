@@ -12,12 +12,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from monolith.cache import Cache
 from monolith.channels import open_channels
 from monolith.config import Settings
 from monolith.db import Database, open_database
 from monolith.events import EventHub
 from monolith.jobs import Jobs
 from monolith.media import MediaStorage, open_media
+from monolith.sessions import Sessions
+from monolith.state import HoldsState
+from monolith.store import Store, open_store
 
 HealthCheck = Callable[[], Awaitable[None]]
 
@@ -32,12 +36,21 @@ class Component(Protocol):
 class Services:
     settings: Settings
     db: Database
+    #: The shared key/value store (``MONOLITH_CACHE_URL``): cache, rate limits, sessions.
+    store: Store
+    #: Read-through cache over ``store`` (namespace ``cache``); see :mod:`monolith.cache`.
+    cache: Cache
+    #: Server-side sessions over ``store`` (namespace ``sessions``).
+    sessions: Sessions
     #: Live events: publish after a commit, listen from SSE/WebSocket handlers.
     events: EventHub
     #: Uploaded files (product images).
     media: MediaStorage
     #: The job queue: enqueue anywhere; runs jobs only where built with ``run_jobs``.
     jobs: Jobs
+    #: Which component holds each piece of state ("database", "cache", "sessions", ...), for
+    #: ``doctor``: each says its scope (process, box, shared) and describes its backend.
+    state: dict[str, HoldsState] = field(default_factory=dict)
     #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     #: Components started after the database, in order; stopped in reverse.
@@ -75,17 +88,39 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
         readers=settings.database.readers,
         pool_size=settings.database.pool_size,
     )
+    store = open_store(settings.cache.url, size_limit_mb=settings.cache.size_limit_mb)
     channels = open_channels(settings.channels_url, db)
     jobs = Jobs(db, settings.jobs, data_dir=settings.data_dir, run=run_jobs)
     services = Services(
         settings=settings,
         db=db,
+        store=store,
+        cache=Cache(store.with_namespace("cache")),
+        sessions=Sessions(
+            store.with_namespace("sessions"),
+            settings.security.secret_key,
+            secure=settings.production,
+        ),
         events=EventHub(channels),
         media=open_media(settings.media_dir),
         jobs=jobs,
     )
     jobs.services = services
-    services.components += [services.media, services.events, jobs]
+    # The store first: jobs (started last) may use it from their first run.
+    services.components += [store, services.media, services.events, jobs]
     services.health_checks["database"] = db.ping
+    services.health_checks["cache"] = store.ping
     services.health_checks["jobs"] = jobs.check
+    services.state.update(
+        {
+            "database": db,
+            "cache": store,
+            "rate limits": store,
+            "sessions": store,
+            **jobs.state_holders(),
+            "uploads": services.media,
+        }
+    )
+    if isinstance(channels, HoldsState):  # every backend of ours is; a foreign one is "absent"
+        services.state["pub/sub"] = channels
     return services

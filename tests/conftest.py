@@ -23,16 +23,6 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
-def pg_server_url() -> Iterator[str]:
-    """A PostgreSQL database of its own for this test run, dropped at the end."""
-    require_postgres()
-    name = unique_name("monolith_test")
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 @pytest.fixture
 def fresh_pg_url() -> Iterator[str]:
     """A brand-new PostgreSQL database for one test, dropped afterwards."""
@@ -95,3 +85,6 @@ async def db(db_url: str) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.stop()
+
+
+pytest_plugins = ["tests.stores"]

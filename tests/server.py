@@ -20,6 +20,7 @@ import httpx
 from tests.services import free_port
 
 ADMIN_TOKEN = "test-admin-token"
+NO_RATE_LIMITS = "login=0/minute,signup=0/minute,orders=0/minute,api=0/minute"
 
 
 def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -31,6 +32,8 @@ def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
         MONOLITH_LOG_FORMAT="json",
         MONOLITH_ADMIN_TOKEN=ADMIN_TOKEN,
         MONOLITH_SECRET_KEY="test-secret-key-" + "x" * 32,
+        # No rate limits unless a test sets them: load tests come from one address.
+        MONOLITH_RATE_LIMITS=NO_RATE_LIMITS,
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

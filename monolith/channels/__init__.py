@@ -14,11 +14,21 @@ Callers never branch on the backend. Importing this package never imports ``redi
 from __future__ import annotations
 
 from litestar.channels.backends.base import ChannelsBackend
+from litestar.channels.backends.memory import MemoryChannelsBackend
 
 from monolith.db import Database
 from monolith.errors import ConfigError
 
-__all__ = ["ChannelsBackend", "open_channels", "scope", "supports_history"]
+__all__ = ["ChannelsBackend", "MemoryChannels", "open_channels", "scope", "supports_history"]
+
+
+class MemoryChannels(MemoryChannelsBackend):
+    """Litestar's in-memory backend, saying where its messages go (for ``doctor``)."""
+
+    scope = "process"
+
+    def describe(self) -> str:
+        return "memory:// (this process only)"
 
 
 def open_channels(
@@ -37,9 +47,7 @@ def open_channels(
             raise ConfigError("Redis pub/sub needs redis: pip install 'monolith[redis]'") from exc
         return RedisChannelsBackend(url, prefix=prefix)
     if scheme == "memory":
-        from litestar.channels.backends.memory import MemoryChannelsBackend
-
-        return MemoryChannelsBackend(history=history)
+        return MemoryChannels(history=history)
     raise ConfigError(
         f"MONOLITH_CHANNELS_URL: unknown scheme {scheme!r}; "
         "leave it empty (pub/sub through the database) or use redis://..."

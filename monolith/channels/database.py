@@ -50,6 +50,9 @@ class DatabaseChannelsBackend(ChannelsBackend):
         """Who hears a message: ``"box"`` on SQLite, ``"shared"`` on PostgreSQL (for ``doctor``)."""
         return self.db.scope
 
+    def describe(self) -> str:
+        return f"through the database: {self.db.describe()}"
+
     def __init__(
         self,
         db: Database,

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from monolith.errors import StateUnavailable
+from monolith.state import redact_url
 
 log = structlog.get_logger("monolith.channels")
 
@@ -45,6 +46,19 @@ class RedisChannelsBackend(RedisChannelsPubSubBackend):
         # Building the client connects to nothing; the first command does.
         super().__init__(redis=Redis.from_url(url), key_prefix=prefix)
         self.prefix = prefix
+        self.url = url
+
+    def describe(self) -> str:
+        return redact_url(self.url)
+
+    async def ping(self) -> None:
+        """Raise :class:`StateUnavailable` unless Redis answers (for ``doctor``)."""
+        client = Redis.from_url(self.url, socket_connect_timeout=5)
+        try:
+            with _unavailable():
+                await client.ping()
+        finally:
+            await client.aclose()
 
     def _names(self, channels: Iterable[str]) -> list[str]:
         return [self.prefix + c for c in channels]

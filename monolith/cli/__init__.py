@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from monolith import __version__
-from monolith.cli import backup, database, jobs, server, worker
+from monolith.cli import accounts, backup, database, doctor, jobs, migrate_data, server, worker
 from monolith.errors import MonolithError
 
 #: Command groups, in the order ``--help`` lists them.
-GROUPS = [server, worker, database, jobs, backup]
+GROUPS = [server, worker, database, accounts, jobs, backup, migrate_data, doctor]
 
 
 def build_parser() -> argparse.ArgumentParser:

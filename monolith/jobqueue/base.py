@@ -151,6 +151,14 @@ class JobQueue(abc.ABC):
         self.db = db
         self.wakeup = wakeup
 
+    @property
+    def scope(self) -> str:
+        """Who can take jobs from this queue: one box's processes, or every box (``doctor``)."""
+        return "shared" if self.shared else "box"
+
+    def describe(self) -> str:
+        return f"the jobs table in {self.db.describe()}"
+
     async def close(self) -> None:
         """Let go of the wake-up channel (the database belongs to the caller)."""
         await self.wakeup.close()

@@ -33,6 +33,7 @@ import hashlib
 import os
 import socket
 from pathlib import Path
+from typing import ClassVar
 
 from monolith.db import Transaction
 
@@ -62,6 +63,13 @@ class Wakeup(abc.ABC):
 
 class Election(abc.ABC):
     """Leadership among the processes that could run jobs."""
+
+    #: Who competes: the processes of one box, or of every box (for ``doctor``).
+    scope: ClassVar[str]
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the leadership is held, in one line."""
 
     @abc.abstractmethod
     async def try_acquire(self) -> bool:
@@ -164,9 +172,14 @@ class SocketWakeup(Wakeup):
 class FileLockElection(Election):
     """Leadership is an exclusive ``flock`` on ``<data dir>/jobs.leader``, held while alive."""
 
+    scope = "box"
+
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "jobs.leader"
         self._fd: int | None = None
+
+    def describe(self) -> str:
+        return f"a lock on {self.path}"
 
     async def try_acquire(self) -> bool:
         if self._fd is not None:

@@ -23,6 +23,7 @@ import asyncpg
 from monolith.db import Database, Transaction
 from monolith.jobqueue.base import JobQueue
 from monolith.jobqueue.coordination import Election, WakeSignal, Wakeup
+from monolith.state import redact_url
 
 CHANNEL = "monolith_jobs"
 _LEADER_LOCK = 0x6D6F6E6A  # "monj": the job runner's leadership
@@ -71,9 +72,14 @@ class NotifyWakeup(Wakeup):
 
 
 class AdvisoryLockElection(Election):
+    scope = "shared"
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._conn: Any = None
+
+    def describe(self) -> str:
+        return f"an advisory lock in {redact_url(self.url)}"
 
     async def try_acquire(self) -> bool:
         if await self.holding():

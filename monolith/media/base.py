@@ -15,7 +15,6 @@ from __future__ import annotations
 import abc
 import re
 import secrets
-from typing import ClassVar
 
 from monolith.errors import MonolithError, StateUnavailable
 
@@ -67,8 +66,10 @@ def content_type(key: str) -> str:
 class MediaStorage(abc.ABC):
     """Files by key, seen alike by every worker process that uses the same storage."""
 
-    #: Who sees a stored file: ``"box"`` (a directory on this machine) or ``"shared"``.
-    scope: ClassVar[str]
+    @property
+    @abc.abstractmethod
+    def scope(self) -> str:
+        """Who sees a stored file: ``"box"`` (this machine) or ``"shared"`` (for ``doctor``)."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook; a directory needs little
         """Prepare the storage (create a directory, open a client). Idempotent."""

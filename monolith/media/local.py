@@ -19,16 +19,20 @@ import secrets
 from pathlib import Path
 
 from monolith.media.base import MediaNotFound, MediaStorage, MediaUnavailable, check_key
+from monolith.state import filesystem_scope
 
 
 class LocalMediaStorage(MediaStorage):
-    scope = "box"
-
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).absolute()
 
     def describe(self) -> str:
         return f"local directory {self.root}"
+
+    @property
+    def scope(self) -> str:
+        """``"shared"`` when the directory is on a network filesystem, else ``"box"``."""
+        return filesystem_scope(self.root)
 
     async def start(self) -> None:
         try:

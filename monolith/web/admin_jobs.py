@@ -33,7 +33,7 @@ class EnqueueIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def routes(svc: Services) -> list[ControllerRouterHandler]:
-    admin = [admin_guard(svc.settings)]
+    admin = [admin_guard(svc)]
 
     async def held(job_id: int, action: str) -> ClientException:
         """Why ``action`` did nothing: the job does not exist (404) or is running (409)."""

@@ -21,7 +21,6 @@ from litestar.types import ControllerRouterHandler
 
 from monolith import catalog, media
 from monolith.catalog import Product
-from monolith.config import Settings
 from monolith.services import Services
 from monolith.web.body import UnprocessableEntity
 from monolith.web.guards import Guard, admin_guard
@@ -57,18 +56,18 @@ async def read_image(request: Req) -> tuple[bytes, str]:
         raise UnsupportedMediaType(detail=str(exc)) from None
 
 
-def upload_guard(settings: Settings) -> Guard:
+def upload_guard(svc: Services) -> Guard:
     """The admin guard, reading the body before it refuses.
 
     A refusal sent before the upload is read makes the server close a connection with unread
     bytes, which the client sees as a reset instead of the 401. The body is bounded by the
     route's size limit, so reading it costs at most that.
     """
-    check = admin_guard(settings)
+    check = admin_guard(svc)
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: Any) -> None:
         try:
-            check(connection, handler)
+            await check(connection, handler)
         except HTTPException:
             if isinstance(connection, Request):
                 with contextlib.suppress(Exception):
@@ -84,7 +83,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
 
     @post(
         "/api/products/{product_id:int}/image",
-        guards=[upload_guard(svc.settings)],
+        guards=[upload_guard(svc)],
         request_max_body_size=media.MAX_IMAGE_BYTES + ENVELOPE,
         status_code=200,
         summary="Set a product's image (admin; multipart field 'file'; PNG, JPEG or WebP, 5 MB)",
@@ -104,6 +103,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
             # Pages that still name the old key get a 404 for it rather than a stale image.
             with contextlib.suppress(media.MediaError):
                 await storage.delete(old)
+        await catalog.product_changed(svc, product_id)
         hub.publish_soon("products", catalog.product_event("updated", product))
         return product
 

@@ -28,7 +28,7 @@ ProductId = Annotated[int, Parameter(ge=1, le=2**62)]
 
 def routes(svc: Services) -> list[ControllerRouterHandler]:
     db, hub = svc.db, svc.events
-    admin = [admin_guard(svc.settings)]
+    admin = [admin_guard(svc)]
 
     def missing(product_id: int) -> NotFoundException:
         return NotFoundException(detail=f"product {product_id} not found")
@@ -43,11 +43,11 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
             after = catalog.decode_cursor(cursor) if cursor else 0
         except catalog.InvalidCursor as exc:
             raise ClientException(detail=str(exc)) from None
-        return cacheable_json(request, await catalog.page_json(db, limit, after))
+        return cacheable_json(request, await catalog.cached_page_json(svc, limit, after))
 
     @get("/api/products/{product_id:int}", summary="One product")
     async def get_product(request: Req, product_id: ProductId) -> Response[bytes]:
-        body = await catalog.product_json(db, product_id)
+        body = await catalog.cached_product_json(svc, product_id)
         if body is None:
             raise missing(product_id)
         return cacheable_json(request, body)
@@ -57,6 +57,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         data = await decode(request, ProductIn)
         async with db.transaction() as tx:
             product = await catalog.create_product(tx, data)
+        await catalog.product_changed(svc, product.id)
         hub.publish_soon("products", catalog.product_event("created", product))
         return product
 
@@ -69,6 +70,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
             product = await catalog.update_product(tx, product_id, changes)
         if product is None:
             raise missing(product_id)
+        await catalog.product_changed(svc, product_id)
         hub.publish_soon("products", catalog.product_event("updated", product))
         return product
 
@@ -80,6 +82,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
             )
             if not await catalog.delete_product(tx, product_id):
                 raise missing(product_id)
+        await catalog.product_changed(svc, product_id)
         if image_key:
             with contextlib.suppress(MediaError):
                 await svc.media.delete(image_key)

@@ -1,0 +1,221 @@
+"""Accounts: users, argon2id passwords, roles and public profiles.
+
+Passwords are hashed with argon2id (argon2-cffi's defaults, RFC 9106 low-memory profile) in
+one of two threads per process: one hash takes a few hundred milliseconds of
+CPU and 64 MiB, and must neither stall the event loop nor let a burst of logins exhaust memory.
+A login with an unknown email still verifies against a fixed hash, so both failures cost the
+same time and give the same answer.
+
+This module must never log, return or store a password, only its hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Literal
+
+import msgspec
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from monolith.cache import HasCache, cached
+from monolith.catalog import HasDatabase
+from monolith.db import Database, Queries, Row
+from monolith.errors import IntegrityViolation
+
+Role = Literal["user", "admin"]
+Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254)]
+Password = Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Bio = Annotated[str, msgspec.Meta(max_length=2000)]
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_COLUMNS = "id, email, name, bio, role, created_at"
+_hasher = PasswordHasher()
+# Two hashing threads per process: the queue in front of them is the concurrency limit.
+_hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
+# Verified against when the email is unknown, so that answer takes as long as a wrong password
+# (the hash of a random string nobody knows; made once with the same parameters).
+_DUMMY_HASH = (
+    "$argon2id$v=19$m=65536,t=3,p=4$R8XyCe0dFiqVW47xNv139g$"
+    "Xi7LdWGxj5km7fs9pxhGwU9TllSYdYNfEhJQ+/1qang"
+)
+
+
+class Signup(msgspec.Struct, forbid_unknown_fields=True):
+    email: Email
+    password: Password
+    name: Name
+
+
+class Login(msgspec.Struct, forbid_unknown_fields=True):
+    email: Annotated[str, msgspec.Meta(max_length=254)]
+    password: Annotated[str, msgspec.Meta(max_length=1024)]
+
+
+class ProfilePatch(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    bio: Bio | msgspec.UnsetType = msgspec.UNSET
+
+    def changes(self) -> dict[str, str]:
+        return {
+            f: getattr(self, f)
+            for f in self.__struct_fields__
+            if getattr(self, f) is not msgspec.UNSET
+        }
+
+
+class User(msgspec.Struct):
+    """What ``GET /api/me`` shows: the account, never its password hash."""
+
+    id: int
+    email: str
+    name: str
+    bio: str
+    role: Role
+    created_at: float
+
+
+class Profile(msgspec.Struct):
+    """What anyone may see of a user."""
+
+    id: int
+    name: str
+    bio: str
+
+
+class InvalidEmail(ValueError):
+    pass
+
+
+class EmailTaken(IntegrityViolation):
+    pass
+
+
+def normalize_email(email: str) -> str:
+    email = email.strip().lower()
+    if not _EMAIL.fullmatch(email):
+        raise InvalidEmail("email: not an email address")
+    return email
+
+
+def to_user(row: Row) -> User:
+    return User(
+        id=int(row["id"]),
+        email=row["email"],
+        name=row["name"],
+        bio=row["bio"],
+        role=row["role"],
+        created_at=float(row["created_at"]),
+    )
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.get_running_loop().run_in_executor(_hashing, _hasher.hash, password)
+
+
+async def _verify(password_hash: str, password: str) -> bool:
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(_hashing, _hasher.verify, password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+async def get_user(q: Queries, user_id: int) -> User | None:
+    row = await q.fetch_one(f"SELECT {_COLUMNS} FROM users WHERE id = ?", (user_id,))
+    return None if row is None else to_user(row)
+
+
+async def create_user(
+    db: Database, email: str, password: str, name: str, role: Role = "user"
+) -> User:
+    email = normalize_email(email)
+    password_hash = await hash_password(password)
+    now = time.time()
+    try:
+        async with db.transaction() as tx:
+            row = await tx.fetch_one(
+                "INSERT INTO users (email, password_hash, name, role, created_at, updated_at) "
+                f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
+                (email, password_hash, name, role, now, now),
+            )
+    except IntegrityViolation:
+        raise EmailTaken("an account with this email already exists") from None
+    assert row is not None
+    return to_user(row)
+
+
+async def authenticate(db: Database, email: str, password: str) -> User | None:
+    """The user these credentials belong to, or None (the same for both ways of being wrong)."""
+    row = await db.fetch_one(
+        f"SELECT {_COLUMNS}, password_hash FROM users WHERE email = ?", (email.strip().lower(),)
+    )
+    stored = row["password_hash"] if row is not None else _DUMMY_HASH
+    if not await _verify(stored, password) or row is None:
+        return None
+    if _hasher.check_needs_rehash(stored):
+        new_hash = await hash_password(password)
+        async with db.transaction() as tx:
+            await tx.execute(
+                "UPDATE users SET password_hash = ? WHERE id = ?", (new_hash, row["id"])
+            )
+    return to_user(row)
+
+
+async def update_profile(db: Database, user_id: int, changes: dict[str, str]) -> User | None:
+    # Column names come from ProfilePatch's fields, never from the client.
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    async with db.transaction() as tx:
+        row = await tx.fetch_one(
+            f"UPDATE users SET {assignments}, updated_at = ? WHERE id = ? RETURNING {_COLUMNS}",
+            (*changes.values(), time.time(), user_id),
+        )
+    return None if row is None else to_user(row)
+
+
+async def make_admin(db: Database, email: str, password: str | None) -> tuple[User, bool]:
+    """Create an admin, or promote (and with ``password``, re-password) an existing user.
+
+    Returns the user and whether it was created.
+    """
+    email = normalize_email(email)
+    existing = await db.fetch_one("SELECT id FROM users WHERE email = ?", (email,))
+    if existing is None:
+        if password is None:
+            raise ValueError("a new admin needs a password")
+        return await create_user(db, email, password, email.split("@")[0][:100], "admin"), True
+    new_hash = None if password is None else await hash_password(password)
+    async with db.transaction() as tx:
+        row = await tx.fetch_one(
+            "UPDATE users SET role = 'admin', password_hash = COALESCE(?, password_hash), "
+            f"updated_at = ? WHERE id = ? RETURNING {_COLUMNS}",
+            (new_hash, time.time(), existing["id"]),
+        )
+    assert row is not None
+    return to_user(row), False
+
+
+# -- cached reads (the key is defined here, with its strategy) ---------------------------------
+
+
+@cached("user", ttl=300, strategy="invalidate-on-write")
+async def load_user(svc: HasDatabase, user_id: int) -> User | None:
+    """The account behind a session; invalidated by profile changes and role changes."""
+    return await get_user(svc.db, user_id)
+
+
+@cached("profile", ttl=300, strategy="invalidate-on-write")
+async def load_profile(svc: HasDatabase, user_id: int) -> Profile | None:
+    """The public profile; invalidated by ``PATCH /api/me/profile`` and ``create-admin``."""
+    user = await get_user(svc.db, user_id)
+    return None if user is None else Profile(user.id, user.name, user.bio)
+
+
+async def user_changed(svc: HasCache, user_id: int) -> None:
+    """Call after any committed write to a user: every worker stops serving the old one."""
+    await svc.cache.invalidate("user", user_id)
+    await svc.cache.invalidate("profile", user_id)

@@ -1,0 +1,336 @@
+"""Read-through caching of async functions in the shared store: ``@cached`` and invalidation.
+
+Declare a cached read where it is defined, with its TTL and how it goes stale::
+
+    @cached("product", ttl=300, strategy="invalidate-on-write")
+    async def load_product(svc: Services, product_id: int) -> Product | None: ...
+
+    await load_product(svc, 5)                   # served from the store when present
+    await svc.cache.invalidate("product", 5)     # after every write that changes product 5
+
+- The first argument carries the :class:`Cache` (``svc.cache``); the others form the key,
+  bound to the signature (so ``f(svc, 5)`` and ``f(svc, product_id=5)`` share one entry) and
+  encoded as canonical JSON. Values are encoded with msgspec JSON and decoded to the
+  function's return annotation; ``-> bytes`` (or ``bytes | None``) is stored as is, so a
+  cached response body is sent without decoding and re-encoding.
+- ``strategy`` is written down at the declaration: ``"ttl-only"`` entries may be up to ``ttl``
+  stale; ``"invalidate-on-write"`` entries are deleted by :meth:`Cache.invalidate` /
+  :meth:`Cache.invalidate_all` after the write commits. There is no per-process copy, so an
+  invalidation is seen by every worker at once.
+- Stampede protection: on a miss, one caller per key in the whole deployment recomputes (it
+  takes a short lock with ``add``); the others in this process share its result, and those in
+  other processes wait for the value to appear (at most ``lock_ttl``).
+- A recompute that raced a write must not put the old value back: invalidation bumps a
+  per-prefix generation before deleting, and a recompute that sees the generation move while
+  it ran deletes what it stored. (The old value is visible only between that recompute's
+  ``set`` and its check: two store round trips, and only when a recompute overlaps a write.)
+- The store being down makes the function run uncached (a cache never turns a working
+  database into errors); invalidation failures are raised, since the caller's write succeeded
+  and its readers would otherwise see old data.
+
+This module must never pickle, and never hold a connection at import time: the registry below
+is declarations only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import secrets
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
+
+import msgspec
+
+from monolith.errors import StateUnavailable
+from monolith.store.base import Store, check_segment
+
+Strategy = Literal["invalidate-on-write", "ttl-only"]
+P = ParamSpec("P")
+R = TypeVar("R")
+OwnerT = TypeVar("OwnerT", bound="HasCache")
+
+_GEN_TTL = 86_400
+_MAX_KEY = 200
+
+
+class HasCache(Protocol):
+    """What a cached function's first argument provides (``Services`` does)."""
+
+    @property
+    def cache(self) -> Cache: ...
+
+
+@dataclass(eq=False)
+class Declaration:
+    """One ``@cached`` function: its prefix, TTL, staleness strategy and codec."""
+
+    prefix: str
+    ttl: float
+    strategy: Strategy
+    fn: Callable[..., Awaitable[Any]]
+    signature: inspect.Signature = field(init=False)
+    _codec: tuple[Callable[[Any], bytes], Callable[[bytes], Any]] | None = field(
+        init=False, default=None
+    )
+    _plain: int = field(init=False, default=-1)
+
+    def __post_init__(self) -> None:
+        self.signature = inspect.signature(self.fn)
+        params = list(self.signature.parameters.values())[1:]
+        # Every argument passed positionally, none defaulted: the key needs no binding (which
+        # costs more than the store read it guards).
+        self._plain = len(params) if all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params) else -1
+
+    def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        if not kwargs and len(args) == self._plain:
+            values: Any = args
+        else:
+            try:
+                bound = self.signature.bind(None, *args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"cache {self.prefix!r}: {exc}") from None
+            bound.apply_defaults()
+            values = list(bound.arguments.values())[1:]
+        text = msgspec.json.encode(values, order="deterministic").decode()
+        if len(text) > _MAX_KEY:
+            return "#" + hashlib.sha256(text.encode()).hexdigest()
+        return text
+
+    def codec(self) -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]]:
+        # Resolved on first use: annotations may name types defined after the decorator ran.
+        if self._codec is None:
+            returns = typing.get_type_hints(self.fn).get("return", Any)
+            if returns is bytes:
+                self._codec = (bytes, bytes)
+            elif returns == bytes | None:
+                self._codec = (_encode_optional_bytes, _decode_optional_bytes)
+            else:
+                decoder = msgspec.json.Decoder(returns)
+                self._codec = (msgspec.json.encode, decoder.decode)
+        return self._codec
+
+
+def _encode_optional_bytes(value: bytes | None) -> bytes:
+    return b"" if value is None else b"=" + value
+
+
+def _decode_optional_bytes(raw: bytes) -> bytes | None:
+    if not raw:
+        return None
+    if raw[:1] != b"=":
+        raise msgspec.DecodeError("not an optional-bytes entry")
+    return raw[1:]
+
+
+_DECLARED: dict[str, Declaration] = {}
+
+
+def cached(
+    prefix: str, *, ttl: float, strategy: Strategy
+) -> Callable[
+    [Callable[Concatenate[OwnerT, P], Awaitable[R]]],
+    Callable[Concatenate[OwnerT, P], Awaitable[R]],
+]:
+    """Cache an async function's results under ``prefix`` for ``ttl`` seconds (see module doc)."""
+    check_segment(prefix)
+    if ttl <= 0:
+        raise ValueError(f"cache {prefix!r}: ttl must be positive")
+
+    def decorate(
+        fn: Callable[Concatenate[OwnerT, P], Awaitable[R]],
+    ) -> Callable[Concatenate[OwnerT, P], Awaitable[R]]:
+        old = _DECLARED.get(prefix)
+        if old is not None and old.fn.__qualname__ != fn.__qualname__:
+            raise ValueError(f"cache prefix {prefix!r} is already used by {old.fn.__qualname__}")
+        declaration = Declaration(prefix, float(ttl), strategy, fn)
+        _DECLARED[prefix] = declaration
+
+        @functools.wraps(fn)
+        async def wrapper(owner: OwnerT, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            result: R = await owner.cache.fetch(declaration, owner, args, kwargs)
+            return result
+
+        return wrapper
+
+    return decorate
+
+
+def declaration(prefix: str) -> Declaration:
+    try:
+        return _DECLARED[prefix]
+    except KeyError:
+        raise KeyError(f"no @cached function uses the prefix {prefix!r}") from None
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+
+
+class Cache:
+    """This process's view of the cache: a namespace of the shared store, e.g. ``root:cache``."""
+
+    def __init__(self, store: Store, *, lock_ttl: float = 10.0) -> None:
+        self.store = store
+        self.lock_ttl = lock_ttl
+        self._spaces: dict[str, Store] = {}
+        self._flights: dict[str, asyncio.Future[bytes]] = {}
+        self._stats: dict[str, CacheStats] = {}
+
+    def stats(self) -> dict[str, CacheStats]:
+        """Hits and misses per prefix in this process (for metrics)."""
+        return dict(self._stats)
+
+    def _space(self, prefix: str) -> Store:
+        space = self._spaces.get(prefix)
+        if space is None:
+            space = self._spaces[prefix] = self.store.with_namespace(prefix)
+        return space
+
+    def _count(self, prefix: str, hit: bool) -> None:
+        stats = self._stats.get(prefix)
+        if stats is None:
+            stats = self._stats[prefix] = CacheStats()
+        if hit:
+            stats.hits += 1
+        else:
+            stats.misses += 1
+
+    async def fetch(
+        self, decl: Declaration, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """The cached value of ``decl.fn(owner, *args, **kwargs)``, computing it on a miss."""
+        encode, decode = decl.codec()
+        key = decl.key(args, kwargs)
+        space = self._space(decl.prefix)
+        try:
+            raw = await space.get(key)
+        except StateUnavailable:
+            self._count(decl.prefix, hit=False)
+            return await decl.fn(owner, *args, **kwargs)
+        if raw is not None:
+            try:
+                value = decode(raw)
+            except msgspec.DecodeError:
+                pass  # damaged or from an older shape of the type: recompute
+            else:
+                self._count(decl.prefix, hit=True)
+                return value
+        self._count(decl.prefix, hit=False)
+
+        flight_key = f"{decl.prefix}/{key}"
+        while (flight := self._flights.get(flight_key)) is not None:
+            try:
+                return decode(await asyncio.shield(flight))
+            except asyncio.CancelledError:
+                if not flight.cancelled():
+                    raise  # this caller was cancelled, not the one computing
+        flight = asyncio.get_running_loop().create_future()
+        self._flights[flight_key] = flight
+        try:
+            value, raw = await self._fill(
+                decl, space, key, encode, lambda: decl.fn(owner, *args, **kwargs)
+            )
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                flight.cancel()
+            else:
+                flight.set_exception(exc)
+                flight.exception()  # retrieved here: followers may be none
+            raise
+        else:
+            flight.set_result(raw)
+            return value if value is not _FROM_OTHER else decode(raw)
+        finally:
+            del self._flights[flight_key]
+
+    async def _fill(
+        self,
+        decl: Declaration,
+        space: Store,
+        key: str,
+        encode: Callable[[Any], bytes],
+        compute: Callable[[], Awaitable[Any]],
+    ) -> tuple[Any, bytes]:
+        lock = key + "#fill"
+        token = secrets.token_hex(8).encode()
+        loop = asyncio.get_running_loop()
+        try:
+            while not await space.add(lock, token, expires_in=self.lock_ttl):
+                raw = await self._wait_for_other(space, key, lock, loop.time() + self.lock_ttl)
+                if raw is not None:
+                    return _FROM_OTHER, raw
+            # Double-check under the lock: whoever held it may have stored the value between
+            # our miss and our add (then the lock was free, and the value is there).
+            raw = await space.get(key)
+            if raw is not None:
+                await space.delete(lock)
+                return _FROM_OTHER, raw
+            generation = await self._generation(decl)
+        except StateUnavailable:
+            value = await compute()
+            return value, encode(value)
+        try:
+            value = await compute()
+            raw = encode(value)
+            try:
+                await space.set(key, raw, expires_in=decl.ttl)
+                if await self._generation(decl) != generation:
+                    await space.delete(key)
+            except StateUnavailable:
+                pass
+            return value, raw
+        finally:
+            try:
+                if await space.get(lock) == token:
+                    await space.delete(lock)
+            except StateUnavailable:
+                pass  # the lock's TTL frees it
+
+    async def _wait_for_other(
+        self, space: Store, key: str, lock: str, deadline: float
+    ) -> bytes | None:
+        """Poll for the value another process is computing; None when it gave up or expired."""
+        delay = 0.002
+        loop = asyncio.get_running_loop()
+        while loop.time() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            raw = await space.get(key)
+            if raw is not None:
+                return raw
+            if not await space.exists(lock):
+                return None
+        return None
+
+    async def _generation(self, decl: Declaration) -> bytes | None:
+        if decl.strategy != "invalidate-on-write":
+            return None
+        return await self.store.get(f"gen:{decl.prefix}")
+
+    async def invalidate(self, prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Forget the entry of ``prefix`` for these arguments, everywhere; call after the commit."""
+        decl = declaration(prefix)
+        key = decl.key(args, kwargs)
+        await self._bump(decl)
+        space = self._space(prefix)
+        await space.delete(key)
+        await space.delete(key + "#fill")
+
+    async def invalidate_all(self, prefix: str) -> None:
+        """Forget every entry of ``prefix`` (e.g. every catalog page after a product write)."""
+        decl = declaration(prefix)
+        await self._bump(decl)
+        await self._space(prefix).delete_all()
+
+    async def _bump(self, decl: Declaration) -> None:
+        await self.store.incr(f"gen:{decl.prefix}", 1, expires_in=_GEN_TTL)
+
+
+_FROM_OTHER: Any = object()

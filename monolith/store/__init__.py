@@ -1,0 +1,66 @@
+"""Shared key/value state: the :class:`Store` interface and :func:`open_store`, the one factory.
+
+``MONOLITH_CACHE_URL`` picks the backend: ``disk://path`` (default; shared by the processes of
+one box), ``redis://host:port/db`` (shared by boxes), ``memory://`` (one process; tests).
+Callers never branch on the backend. Importing this package never imports ``redis``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from monolith.errors import ConfigError
+from monolith.store.base import TTL, Scope, Store, StoreStats
+
+__all__ = ["TTL", "Scope", "Store", "StoreStats", "open_store"]
+
+
+def open_store(url: str, *, namespace: str = "monolith", **options: Any) -> Store:
+    """A store for ``url`` (not started: the app's lifespan calls ``start``).
+
+    ``disk://var/cache`` is relative to the working directory, ``disk:///srv/cache`` absolute;
+    ``redis://host:6379/0?namespace=shop`` prefixes every key with ``shop`` (default
+    ``monolith``).
+    Options are backend settings (``size_limit_mb``, ``timeout`` for disk; ``timeout``,
+    ``connect_timeout`` for Redis); ones a backend does not take are ignored.
+    """
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise ConfigError(
+            f"MONOLITH_CACHE_URL: expected disk://path, redis://... or memory://, got {url!r}"
+        )
+    if scheme == "memory":
+        from monolith.store.memory import MemoryStore
+
+        return MemoryStore(namespace)
+    if scheme == "disk":
+        if not rest:
+            raise ConfigError(
+                "MONOLITH_CACHE_URL: disk:// needs a directory, e.g. disk://var/cache"
+            )
+        from monolith.store.disk import DiskStore
+
+        return DiskStore(
+            Path(rest), namespace=namespace, **_only(options, "size_limit_mb", "timeout")
+        )
+    if scheme in ("redis", "rediss", "unix"):
+        from monolith.store.redis import RedisStore
+
+        # ``?namespace=name`` keeps several deployments (or test runs) apart in one Redis.
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        namespace = next((v for k, v in query if k == "namespace"), namespace)
+        url = urlunsplit(
+            parts._replace(query=urlencode([(k, v) for k, v in query if k != "namespace"]))
+        )
+        return RedisStore(url, namespace=namespace, **_only(options, "timeout", "connect_timeout"))
+    raise ConfigError(
+        f"MONOLITH_CACHE_URL: unknown scheme {scheme!r}; use disk://path, redis://host:port/0 or memory://"
+    )
+
+
+def _only(options: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k in names and v is not None}

@@ -1,0 +1,274 @@
+"""The default store: a diskcache directory (SQLite, WAL) shared by every process on the box.
+
+Why diskcache: it is SQLite underneath, so a read is an in-process B-tree lookup with no
+socket in between, and writes from several processes are serialized by SQLite's lock
+(``BEGIN IMMEDIATE``), which is what makes ``incr`` and ``add`` atomic across workers.
+
+What this module must never do:
+- pickle. diskcache pickles anything that is not bytes/str/int/float, and *unpickles* whatever
+  a row says is a pickle, so a writable cache directory would mean code execution
+  (CVE-2025-69872). :class:`_BytesDisk` stores str keys and bytes values only, refuses every
+  other type, and treats any row not written that way (pickle, file-backed) as a miss.
+- read or delete files named by a row: values always live inline in SQLite.
+- turn a damaged cache into errors. A directory deleted or a file corrupted while running costs
+  misses: every call checks that ``cache.db`` is still the file this process opened (one
+  ``stat``), reopens when it is not, and moves a corrupt directory aside and starts empty.
+
+Calls run on the event loop thread without a thread hop: a read is tens of microseconds, and a
+thread hop would cost more than it saves. A write waits at most ``timeout`` seconds for
+another process's write lock, then raises :class:`~monolith.errors.CacheUnavailable`.
+Eviction is diskcache's "least recently stored" (a read never writes), culled on writes once
+the directory passes ``size_limit``. Hit/miss counts are kept in the process: diskcache's own
+statistics would make every read a write transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+import diskcache
+
+from monolith.errors import CacheUnavailable, NotStarted
+from monolith.store.base import Scope, Store
+
+T = TypeVar("T")
+
+_DB_NAME = "cache.db"
+_CORRUPT = ("malformed", "not a database")
+_REOPEN = ("readonly", "no such table", "unable to open", "disk i/o")
+_LIVE_ROW = "SELECT rowid, expire_time, value FROM Cache WHERE key = ? AND raw = 1"
+
+
+class _Unreadable(OSError):
+    """A row this module did not write; diskcache turns an OSError from ``fetch`` into a miss."""
+
+
+class _BytesDisk(diskcache.Disk):  # type: ignore[misc]
+    """diskcache's serializer, narrowed to str keys and inline bytes values (never pickle)."""
+
+    def __init__(self, directory: str, **_settings: Any) -> None:
+        super().__init__(directory, min_file_size=0, pickle_protocol=0)
+
+    def put(self, key: object) -> tuple[str, bool]:
+        if type(key) is not str:
+            raise TypeError(f"disk store keys are str, not {type(key).__name__}")
+        return key, True
+
+    def get(self, key: object, raw: bool) -> str:
+        if not raw or type(key) is not str:
+            raise _Unreadable("a key this store did not write")
+        return key
+
+    def store(self, value: object, read: bool, key: object = None) -> tuple[int, int, None, bytes]:
+        if type(value) is not bytes:
+            raise TypeError(f"disk store values are bytes, not {type(value).__name__}")
+        return 0, diskcache.core.MODE_RAW, None, value
+
+    def fetch(self, mode: int, filename: str | None, value: object, read: bool) -> bytes:
+        if mode != diskcache.core.MODE_RAW or filename is not None or type(value) is not bytes:
+            raise _Unreadable("a value this store did not write")
+        return value
+
+    def remove(self, file_path: str) -> None:
+        """Never delete a file a row names (a forged row could name any path)."""
+
+
+class _Directory:
+    """The one open ``diskcache.Cache`` shared by every namespace view in this process."""
+
+    def __init__(self, path: Path, size_limit: int, timeout: float) -> None:
+        self.path = path
+        self.size_limit = size_limit
+        self.timeout = timeout
+        self.cache: diskcache.Cache | None = None
+        self.ident: tuple[int, int] | None = None
+        self.db_file = str(path / _DB_NAME)  # a str: os.stat on a Path costs twice as much
+
+    def open(self) -> None:
+        self.close()
+        # 0700: the directory holds sessions; nobody else on the box may read or write it.
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.path, 0o700)
+        self.ident = self._stat()
+        self.cache = diskcache.Cache(
+            str(self.path),
+            timeout=self.timeout,
+            disk=_BytesDisk,
+            size_limit=self.size_limit,
+            eviction_policy="least-recently-stored",
+            statistics=0,
+            tag_index=0,
+        )
+        self.ident = self._stat()
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.db_file)  # ~1 us, once per call: see the module docstring
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def current(self) -> diskcache.Cache:
+        """The open cache, reopened first if ``cache.db`` is no longer the file it has open."""
+        if self.cache is None:
+            raise NotStarted("the store was used before start(); the app lifespan starts it")
+        if self._stat() != self.ident:
+            self.open()
+        assert self.cache is not None
+        return self.cache
+
+    def recover(self, exc: Exception) -> bool:
+        """Reopen after ``exc``; a corrupt file is moved aside first. False: not ours to fix."""
+        text = str(exc).lower()
+        if isinstance(exc, sqlite3.DatabaseError) and any(w in text for w in _CORRUPT):
+            # Move it aside only if it is still the file that failed: another worker may
+            # already have replaced it with a fresh one, which must not be thrown away.
+            if self._stat() == self.ident and self.path.exists():
+                aside = self.path.with_name(
+                    f"{self.path.name}.corrupt-{os.getpid()}-{time.time_ns()}"
+                )
+                try:
+                    self.path.rename(aside)
+                except OSError:
+                    pass
+                else:
+                    shutil.rmtree(aside, ignore_errors=True)
+        elif isinstance(exc, sqlite3.DatabaseError) and not any(w in text for w in _REOPEN):
+            return False
+        self.open()
+        return True
+
+
+class DiskStore(Store):
+    scope: ClassVar[Scope] = "box"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        namespace: str = "monolith",
+        size_limit_mb: int = 512,
+        timeout: float = 1.0,
+    ) -> None:
+        super().__init__(namespace)
+        self._dir = _Directory(Path(path).absolute(), size_limit_mb * 1024 * 1024, timeout)
+
+    async def start(self) -> None:
+        if self._dir.cache is None:
+            self._run_open()
+
+    def _run_open(self) -> None:
+        try:
+            self._dir.open()
+        except sqlite3.DatabaseError as exc:
+            if not self._dir.recover(exc):
+                raise
+
+    async def stop(self) -> None:
+        self._dir.close()
+
+    async def ping(self) -> None:
+        key = self._prefix + "health"
+        self._run(lambda c: c.set(key, b"1", expire=10))
+        if self._run(lambda c: c.get(key)) is None:
+            raise CacheUnavailable(f"the disk cache at {self._dir.path} lost a write")
+
+    def describe(self) -> str:
+        return f"disk://{self._dir.path} (this box; size limit {self._dir.size_limit >> 20} MB)"
+
+    async def cleanup(self) -> int:
+        # Writes cull only a few expired rows each; this sweeps them all (indexed on expiry).
+        return int(self._run(lambda c: c.expire()))
+
+    def _size_bytes(self) -> int | None:
+        return int(self._run(lambda c: c.volume()))
+
+    def _run(self, op: Callable[[diskcache.Cache], T]) -> T:
+        """Run one operation; on a damaged directory, recover and run it once more."""
+        for attempt in (1, 2):
+            try:
+                return op(self._dir.current())
+            except diskcache.Timeout as exc:
+                raise CacheUnavailable(
+                    f"the disk cache stayed locked for {self._dir.timeout}s", retry_after=1
+                ) from exc
+            except (sqlite3.DatabaseError, OSError) as exc:
+                if "locked" in str(exc):
+                    raise CacheUnavailable("the disk cache is locked", retry_after=1) from exc
+                if attempt == 2 or not self._recover(exc):
+                    raise CacheUnavailable(f"the disk cache cannot be used: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _recover(self, exc: Exception) -> bool:
+        try:
+            return self._dir.recover(exc)
+        except (sqlite3.DatabaseError, OSError):
+            return False
+
+    async def _get(self, key: str, renew: float | None) -> bytes | None:
+        if renew is None:
+            value: bytes | None = self._run(lambda c: c.get(key))
+            return value
+
+        def get_and_renew(c: diskcache.Cache) -> bytes | None:
+            value, expire_time = c.get(key, expire_time=True)
+            if value is not None and expire_time is not None:
+                c.touch(key, renew)
+            return value  # type: ignore[no-any-return]
+
+        return self._run(get_and_renew)
+
+    async def _set(self, key: str, value: bytes, ttl: float | None) -> None:
+        self._run(lambda c: c.set(key, value, expire=ttl))
+
+    async def _delete(self, key: str) -> None:
+        self._run(lambda c: c.delete(key))
+
+    async def _delete_prefixes(self, *prefixes: str) -> None:
+        def delete(c: diskcache.Cache) -> None:
+            # A key range on the (key, raw) index: no scan of other namespaces' keys.
+            with c.transact():
+                for p in prefixes:
+                    upper = p[:-1] + chr(ord(p[-1]) + 1)
+                    c._sql("DELETE FROM Cache WHERE key >= ? AND key < ?", (p, upper))
+
+        self._run(delete)
+
+    async def _expiry(self, key: str) -> float | Literal[False] | None:
+        value, expire_time = self._run(lambda c: c.get(key, expire_time=True))
+        if value is None:
+            return False
+        return None if expire_time is None else expire_time - time.time()
+
+    async def _incr(self, key: str, amount: int, ttl: float | None) -> int:
+        def incr(c: diskcache.Cache) -> int:
+            # diskcache's own incr stores Python ints and drops the TTL of a new key; this one
+            # keeps ASCII bytes (as Redis does) and touches only the value of a live row, so
+            # the window's expiry time stays exactly where its first increment put it.
+            with c.transact():
+                row = c._sql(_LIVE_ROW, (key,)).fetchone()
+                if row is None or (row[1] is not None and row[1] <= time.time()):
+                    c.set(key, b"%d" % amount, expire=ttl)
+                    return amount
+                try:
+                    value = int(row[2]) + amount
+                except (TypeError, ValueError):
+                    raise ValueError(f"the value at {key!r} is not an integer") from None
+                c._sql("UPDATE Cache SET value = ? WHERE rowid = ?", (b"%d" % value, row[0]))
+                return value
+
+        return self._run(incr)
+
+    async def _add(self, key: str, value: bytes, ttl: float | None) -> bool:
+        return bool(self._run(lambda c: c.add(key, value, expire=ttl)))

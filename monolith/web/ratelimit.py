@@ -1,0 +1,132 @@
+"""Rate limiting every ``/api`` request, correct across workers (``MONOLITH_RATE_LIMITS``).
+
+Raw ASGI because it runs on every API request: the usual cost is one ``incr`` in the shared
+store. The ``api`` limit applies to every ``/api`` route; ``login``, ``signup`` and ``orders``
+apply to their own route as well. A limit of ``0`` turns that limit off.
+
+The client is the signed-in user when the request carries a valid session (so people behind
+one NAT do not share a budget), else its IP address as :func:`monolith.web.client_ip.client_ip`
+reads it (``X-Forwarded-For`` only from trusted proxies).
+
+Refused requests get 429 with ``Retry-After``; every limited response carries ``RateLimit-*``
+headers. A store that is down is a 503 (the limiter fails closed: a login limit that opens
+when Redis is away would be an open door for password guessing).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from monolith.errors import StateUnavailable
+from monolith.ratelimit import RateLimiter
+from monolith.services import Services
+from monolith.sessions import cookie_from_header
+from monolith.web.client_ip import client_ip
+from monolith.web.guards import SESSION_STATE
+
+#: (method, path) -> the route's own limit, on top of ``api``.
+ROUTE_LIMITS = {
+    ("POST", "/api/auth/login"): "login",
+    ("POST", "/api/auth/signup"): "signup",
+    ("POST", "/api/orders"): "orders",
+}
+
+
+class RateLimitMiddleware:
+    def __init__(self, app: ASGIApp, svc: Services) -> None:
+        self.app = app
+        self.svc = svc
+        store = svc.store.with_namespace("ratelimit")
+        self.limiters = {
+            name: RateLimiter(store, name, limit)
+            for name, limit in svc.settings.security.rate_limits.items()
+            if limit.count > 0
+        }
+        self.trusted = svc.settings.server.trusted_proxies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind: str = scope["type"]
+        path: str = scope.get("path", "")
+        if kind != "http" or not path.startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        names = ["api"]
+        method: str = scope["method"]  # type: ignore[typeddict-item]
+        route = ROUTE_LIMITS.get((method, path))
+        if route is not None:
+            names.append(route)
+        limiters = [self.limiters[n] for n in names if n in self.limiters]
+        try:
+            client = await self._client(scope)
+            decisions = [await limiter.hit(client) for limiter in limiters]
+        except StateUnavailable as exc:
+            await _respond(
+                send,
+                503,
+                f"service temporarily unavailable: {exc}",
+                [("Retry-After", str(exc.retry_after))],
+            )
+            return
+        if not decisions:
+            await self.app(scope, receive, send)
+            return
+        refused = [d for d in decisions if not d.allowed]
+        shown = (
+            max(refused, key=lambda d: d.reset)
+            if refused
+            else min(decisions, key=lambda d: d.remaining)
+        )
+        if refused:
+            detail = (
+                f"rate limit exceeded: {shown.limit} per {shown.period}s; retry in {shown.reset}s"
+            )
+            await _respond(send, 429, detail, shown.headers())
+            return
+        extra = [(k.lower().encode(), v.encode()) for k, v in shown.headers()]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    async def _client(self, scope: Scope) -> str:
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                cookie = cookie_from_header(value.decode("latin-1"))
+                if cookie is not None:
+                    session = await self.svc.sessions.load(cookie)
+                    scope.setdefault("state", {})[SESSION_STATE] = session
+                    if session is not None:
+                        return f"user:{session.user_id}"
+                break
+        return "ip:" + client_ip(scope, self.trusted)
+
+
+async def _respond(send: Send, status: int, detail: str, headers: list[tuple[str, str]]) -> None:
+    body = json.dumps({"status_code": status, "detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *((k.lower().encode(), v.encode()) for k, v in headers),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def rate_limit_middleware(svc: Services) -> Any:
+    """The middleware factory ``create_app`` puts in Litestar's middleware list."""
+
+    def build(app: ASGIApp) -> RateLimitMiddleware:
+        return RateLimitMiddleware(app, svc)
+
+    return build

@@ -1,0 +1,317 @@
+"""The Store conformance suite: every method, on memory, disk and Redis alike."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from litestar.stores.registry import StoreRegistry
+
+from monolith.errors import ConfigError, NotStarted
+from monolith.store import Store, open_store
+from monolith.store.lock import Lock
+from tests.stores import StoreSpec, in_processes
+
+NOT_UTF8 = b"\xff\xfe\x00\x80binary\xc3("
+
+
+async def wait_until_gone(store: Store, key: str) -> None:
+    """Poll until a key with a short TTL has expired (never asserting how long it took)."""
+    for _ in range(200):
+        if not await store.exists(key):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{key!r} never expired")
+
+
+async def test_set_then_get_returns_the_same_bytes(store: Store) -> None:
+    await store.set("k", NOT_UTF8)
+    await store.set("empty", b"")
+    assert await store.get("k") == NOT_UTF8
+    assert await store.get("empty") == b""
+
+
+async def test_str_values_are_stored_as_utf8(store: Store) -> None:
+    await store.set("k", "héllo")
+    assert await store.get("k") == "héllo".encode()
+
+
+async def test_a_missing_key_reads_as_none(store: Store) -> None:
+    assert await store.get("nothing") is None
+    assert await store.exists("nothing") is False
+    assert await store.expires_in("nothing") is None
+
+
+@pytest.mark.parametrize("value", [1, 1.5, {"a": 1}, ["x"], None])
+async def test_values_that_are_not_bytes_are_refused(store: Store, value: object) -> None:
+    with pytest.raises(TypeError, match="bytes"):
+        await store.set("k", value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bytes"):
+        await store.add("k", value)  # type: ignore[arg-type]
+
+
+async def test_set_replaces_the_value_and_its_ttl(store: Store) -> None:
+    await store.set("k", b"1", expires_in=100)
+    await store.set("k", b"2")
+    assert await store.get("k") == b"2"
+    assert await store.expires_in("k") is None
+
+
+async def test_a_key_expires_after_its_ttl(store: Store) -> None:
+    await store.set("short", b"v", expires_in=0.2)
+    await store.set("long", b"v", expires_in=60)
+    assert await store.get("short") == b"v"
+    await wait_until_gone(store, "short")
+    assert await store.get("short") is None
+    assert await store.get("long") == b"v"
+
+
+async def test_expires_in_counts_whole_seconds_down(store: Store) -> None:
+    await store.set("k", b"v", expires_in=timedelta(seconds=30))
+    await store.set("forever", b"v")
+    left = await store.expires_in("k")
+    assert left is not None
+    assert 28 <= left <= 30
+    assert await store.expires_in("forever") is None
+
+
+async def test_get_with_renew_extends_a_ttl_but_never_adds_one(store: Store) -> None:
+    await store.set("k", b"v", expires_in=10)
+    await store.set("forever", b"v")
+    assert await store.get("k", renew_for=600) == b"v"
+    assert await store.get("forever", renew_for=600) == b"v"
+    left = await store.expires_in("k")
+    assert left is not None
+    assert 590 <= left <= 600
+    assert await store.expires_in("forever") is None
+
+
+async def test_renewing_keeps_a_short_lived_key_alive(store: Store) -> None:
+    await store.set("k", b"v", expires_in=0.2)
+    assert await store.get("k", renew_for=60) == b"v"
+    await asyncio.sleep(0.4)
+    assert await store.get("k") == b"v"
+
+
+async def test_delete_removes_a_key_and_ignores_a_missing_one(store: Store) -> None:
+    await store.set("k", b"v")
+    await store.delete("k")
+    await store.delete("never-there")
+    assert await store.get("k") is None
+    assert await store.exists("k") is False
+
+
+async def test_namespaces_are_isolated(store: Store) -> None:
+    a, b = store.with_namespace("a"), store.with_namespace("b")
+    await a.set("k", b"in a")
+    await b.set("k", b"in b")
+    await store.set("k", b"in root")
+    assert await a.get("k") == b"in a"
+    assert await b.get("k") == b"in b"
+    assert await store.get("k") == b"in root"
+    assert a.namespace == f"{store.namespace}:a"
+
+
+async def test_a_parent_key_never_collides_with_a_child_namespace_key(store: Store) -> None:
+    child = store.with_namespace("child")
+    await store.set("child/x", b"parent")
+    await store.set("child:x", b"parent2")
+    await child.set("x", b"child")
+    assert await store.get("child/x") == b"parent"
+    assert await store.get("child:x") == b"parent2"
+    assert await child.get("x") == b"child"
+
+
+async def test_delete_all_clears_a_namespace_and_its_children_only(store: Store) -> None:
+    parent = store.with_namespace("p")
+    child = parent.with_namespace("c")
+    sibling = store.with_namespace("p2")  # shares the parent's name as a prefix
+    for ns in (store, parent, child, sibling):
+        await ns.set("k", b"v")
+    await child.delete_all()
+    assert await child.get("k") is None
+    assert await parent.get("k") == b"v"
+    await child.set("k", b"v")
+    await parent.delete_all()
+    assert await parent.get("k") is None
+    assert await child.get("k") is None
+    assert await sibling.get("k") == b"v"
+    assert await store.get("k") == b"v"
+
+
+def test_namespace_names_are_checked() -> None:
+    store = open_store("memory://")
+    for bad in ("", "a:b", "a/b", "a*", "x" * 65):
+        with pytest.raises(ValueError, match="namespace"):
+            store.with_namespace(bad)
+
+
+async def test_incr_creates_counts_and_keeps_the_first_ttl(store: Store) -> None:
+    assert await store.incr("n", expires_in=30) == 1
+    assert await store.incr("n", 5, expires_in=600) == 6
+    assert await store.incr("n", -2) == 4
+    assert await store.get("n") == b"4"
+    left = await store.expires_in("n")
+    assert left is not None
+    assert left <= 30
+    assert await store.incr("forever") == 1
+    assert await store.expires_in("forever") is None
+
+
+async def test_incr_starts_over_once_the_window_expired(store: Store) -> None:
+    assert await store.incr("n", expires_in=0.2) == 1
+    assert await store.incr("n") == 2
+    await wait_until_gone(store, "n")
+    assert await store.incr("n", expires_in=60) == 1
+
+
+async def test_incr_on_a_value_that_is_not_a_number_is_an_error(store: Store) -> None:
+    await store.set("text", NOT_UTF8)
+    with pytest.raises(ValueError, match="integer"):
+        await store.incr("text")
+    assert await store.get("text") == NOT_UTF8
+
+
+async def test_add_sets_only_an_absent_key(store: Store) -> None:
+    assert await store.add("k", b"first", expires_in=60) is True
+    assert await store.add("k", b"second") is False
+    assert await store.get("k") == b"first"
+    await store.delete("k")
+    assert await store.add("k", b"third") is True
+    assert await store.get("k") == b"third"
+
+
+async def test_add_succeeds_over_an_expired_key(store: Store) -> None:
+    assert await store.add("k", b"a", expires_in=0.2) is True
+    await wait_until_gone(store, "k")
+    assert await store.add("k", b"b") is True
+    assert await store.get("k") == b"b"
+
+
+async def test_concurrent_incr_and_add_in_one_process(store: Store) -> None:
+    counts = await asyncio.gather(*(store.incr("n") for _ in range(50)))
+    assert sorted(counts) == list(range(1, 51))
+    won = await asyncio.gather(*(store.add("once", b"%d" % i) for i in range(20)))
+    assert won.count(True) == 1
+
+
+async def test_stats_count_hits_and_misses_across_namespaces(store: Store) -> None:
+    before = store.stats()
+    await store.set("k", b"v")
+    await store.get("k")
+    await store.with_namespace("n").get("missing")
+    after = store.stats()
+    assert (after.hits - before.hits, after.misses - before.misses) == (1, 1)
+
+
+async def test_using_a_store_before_start_says_so(store_spec: StoreSpec) -> None:
+    store = store_spec.open()
+    with pytest.raises(NotStarted, match="start"):
+        await store.get("k")
+
+
+async def test_ping_and_describe(store: Store) -> None:
+    await store.ping()
+    assert store.scope in ("process", "box", "shared")
+    assert "@" not in store.describe()
+
+
+def test_unknown_urls_are_a_config_error() -> None:
+    for url in ("ftp://x", "var/cache", "disk://"):
+        with pytest.raises(ConfigError):
+            open_store(url)
+
+
+async def test_a_store_works_as_a_litestar_store(store: Store) -> None:
+    registry = StoreRegistry({"sessions": store.with_namespace("sessions")})
+    session_store = registry.get("sessions")
+    await session_store.set("sid", b"data", expires_in=60)
+    assert await store.with_namespace("sessions").get("sid") == b"data"
+
+
+# -- across processes (memory is per process by design, so these run on disk and Redis) --
+
+
+async def _incr_many(index: int, spec: StoreSpec, times: int) -> list[int]:
+    store = spec.open()
+    await store.start()
+    try:
+        return [await store.incr("shared", expires_in=60) for _ in range(times)]
+    finally:
+        await store.stop()
+
+
+async def _add_many(index: int, spec: StoreSpec, keys: int) -> list[int]:
+    store = spec.open()
+    await store.start()
+    try:
+        return [k for k in range(keys) if await store.add(f"k{k}", b"%d" % index, expires_in=60)]
+    finally:
+        await store.stop()
+
+
+async def _locked_read_modify_write(index: int, spec: StoreSpec, times: int) -> None:
+    store = spec.open()
+    await store.start()
+    try:
+        for _ in range(times):
+            async with Lock(store, "rmw", ttl=10, wait=60):
+                value = int(await store.get("plain") or b"0")
+                await asyncio.sleep(0.001)  # invite another process in, if the lock let it
+                await store.set("plain", b"%d" % (value + 1))
+    finally:
+        await store.stop()
+
+
+def test_incr_counts_every_hit_from_several_processes(shared_spec: StoreSpec) -> None:
+    results = in_processes(3, _incr_many, shared_spec, 150)
+    seen = sorted(n for result in results for n in result)
+    assert seen == list(range(1, 451))
+
+
+def test_add_lets_exactly_one_process_win_each_key(shared_spec: StoreSpec) -> None:
+    results = in_processes(3, _add_many, shared_spec, 60)
+    won = sorted(k for result in results for k in result)
+    assert won == list(range(60))
+
+
+def test_lock_serializes_a_read_modify_write_across_processes(shared_spec: StoreSpec) -> None:
+    in_processes(3, _locked_read_modify_write, shared_spec, 20)
+
+    async def read() -> bytes | None:
+        store = shared_spec.open()
+        await store.start()
+        try:
+            return await store.get("plain")
+        finally:
+            await store.delete_all()
+            await store.stop()
+
+    assert asyncio.run(read()) == b"60"
+
+
+@pytest.mark.redis
+async def test_redis_url_namespace_keeps_deployments_apart(
+    redis_url: str, redis_prefix: str
+) -> None:
+    one = open_store(f"{redis_url}?namespace={redis_prefix}one")
+    two = open_store(f"{redis_url}?namespace={redis_prefix}two")
+    for store in (one, two):
+        await store.start()
+    await one.set("k", b"1")
+    assert await two.get("k") is None
+    assert one.namespace == f"{redis_prefix}one"
+    for store in (one, two):
+        await store.delete_all()
+        await store.stop()
+
+
+async def test_cleanup_drops_expired_entries_and_keeps_live_ones(store: Store) -> None:
+    await store.set("short", b"v", expires_in=0.1)
+    await store.set("long", b"v", expires_in=60)
+    await asyncio.sleep(0.2)
+    removed = await store.cleanup()
+    assert removed == (0 if store.scope == "shared" else 1)  # Redis expires keys itself
+    assert await store.get("short") is None
+    assert await store.get("long") == b"v"
