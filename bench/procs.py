@@ -132,6 +132,24 @@ class Server:
                 raise ServerFailed(f"{proc.name} died:\n{log_tail(proc.log)}")
 
 
+def cpu_seconds(roots: Sequence[int]) -> float:
+    """User + system CPU seconds used so far by the processes under ``roots``."""
+    total = 0.0
+    for pid in roots:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for p in procs:
+            try:
+                times = p.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+    return total
+
+
 class RssSampler:
     """Peak resident memory of each process under some named groups of roots, sampled.
 

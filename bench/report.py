@@ -49,6 +49,7 @@ def _cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
         cell[key] = _median(r["max"][key] for r in done)
         cell[f"paced_{key}"] = _median(r["paced"][key] for r in done if r.get("paced"))
     cell["paced_rate"] = _median(r["paced"]["rps"] for r in done if r.get("paced"))
+    cell["cpu_us_per_req"] = _median(r.get("cpu_us_per_req") for r in done)
     return cell
 
 
@@ -149,13 +150,13 @@ def markdown(summary: Sequence[dict[str, Any]]) -> str:
     lines += [
         "",
         "| case | system | rate | p50 ms | p99 ms | paced rate | paced p50 ms | paced p99 ms "
-        "| errors | RSS/worker MB |",
-        "|---" * 10 + "|",
+        "| errors | RSS/worker MB | CPU µs/req |",
+        "|---" * 11 + "|",
     ]
     for e in summary:
         for s, c in e["systems"].items():
             if "na" in c:
-                lines.append(f"| {e['case']} | {LABELS[s]} | not available: {c['na']} |" + " |" * 7)
+                lines.append(f"| {e['case']} | {LABELS[s]} | not available: {c['na']} |" + " |" * 8)
                 continue
             rss = _num(c.get("rss_mb"), 1)
             if c.get("rss_jobs_mb") is not None:
@@ -164,7 +165,7 @@ def markdown(summary: Sequence[dict[str, Any]]) -> str:
                 f"| {e['case']} | {LABELS[s]} | {_num(c['rate'])} | {_num(c.get('p50_ms'), 2)} "
                 f"| {_num(c.get('p99_ms'), 2)} | {_num(c.get('paced_rate'))} "
                 f"| {_num(c.get('paced_p50_ms'), 2)} | {_num(c.get('paced_p99_ms'), 2)} "
-                f"| {c['errors']} | {rss} |"
+                f"| {c['errors']} | {rss} | {_num(c.get('cpu_us_per_req'))} |"
             )
     return "\n".join(lines)
 

@@ -30,7 +30,7 @@ from bench import report, wrk
 from bench.cases import ORDER, PRODUCT_CREATE, Case, build, fill
 from bench.monolith_system import Monolith
 from bench.peers.seed.system import Seed
-from bench.procs import RssSampler, Server, ServerFailed
+from bench.procs import RssSampler, Server, ServerFailed, cpu_seconds
 from bench.system import Ceiling, Hello, NotAvailable, RunContext, System
 
 RESULTS = Path(__file__).parent / "results"
@@ -66,7 +66,10 @@ def measure_http(
         warm = None
         if p.warmup:
             warm = wrk.run(wrk_bin, server.url, pool, p.warmup, p.connections, workdir=ctx.workdir)
+        roots = [pid for pids in server.rss_roots().values() for pid in pids]
+        cpu_before = cpu_seconds(roots)
         best = wrk.run(wrk_bin, server.url, pool, p.seconds, p.connections, workdir=ctx.workdir)
+        cpu = cpu_seconds(roots) - cpu_before
         rate = max(best.rps / 2, 1.0)
         paced = wrk.run(wrk_bin, server.url, pool, p.paced, 0, rate=rate, workdir=ctx.workdir)
     server.check_alive()
@@ -74,6 +77,9 @@ def measure_http(
         "max": best.as_dict(),
         "paced": {**paced.as_dict(), "target_rate": round(rate, 1)},
         "errors": (warm.error_count if warm else 0) + best.error_count + paced.error_count,
+        # CPU of the system's own processes per request: steadier than req/s on a shared
+        # machine, but it leaves out PostgreSQL and Redis (the seed stack's servers).
+        "cpu_us_per_req": round(cpu / best.requests * 1e6, 1) if best.requests else None,
         "rss_mb": rss.peak_mb("web"),
         "rss_jobs_mb": rss.peak_mb("jobs"),
     }
