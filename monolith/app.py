@@ -16,7 +16,7 @@ from monolith.config import Settings
 from monolith.logs import get_logger
 from monolith.server import install_drain_handler
 from monolith.services import Services, build_services
-from monolith.web import admin_jobs, auth, events, health, media, products
+from monolith.web import admin_jobs, auth, events, health, media, orders, products
 from monolith.web.errors import HANDLERS
 from monolith.web.middleware import RequestContextMiddleware
 from monolith.web.ratelimit import rate_limit_middleware
@@ -49,6 +49,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         *health.routes(svc),
         *products.routes(svc),
         *auth.routes(svc),
+        *orders.routes(svc),
         *media.routes(svc),
         *events.routes(svc),
         *admin_jobs.routes(svc),

@@ -73,13 +73,24 @@ def test_several_instances_with_per_box_state_fail_naming_the_fix(data_dir: Path
     code, report, _ = doctor(dev_env(data_dir, MONOLITH_INSTANCES="2"))
     assert code == 1 and report["ok"] is False and report["instances"] == 2
     problems = {i["name"] for i in report["state"] if i["level"] == "problem"}
-    assert problems == {"database", "session key", "jobs", "schedules", "pub/sub", "uploads"}
+    assert problems == {
+        "database",
+        "cache",
+        "rate limits",
+        "sessions",
+        "session key",
+        "jobs",
+        "schedules",
+        "pub/sub",
+        "uploads",
+    }
     assert item(report, "database")["fix"].startswith("MONOLITH_DATABASE_URL=postgresql://")
+    assert item(report, "cache")["fix"].startswith("MONOLITH_CACHE_URL=redis://")
 
     done = run_cli("doctor", env=dev_env(data_dir, MONOLITH_INSTANCES="2"))
     assert done.returncode == 1
     assert "PROBLEM database" in done.stdout and "fix: MONOLITH_DATABASE_URL=" in done.stdout
-    assert "6 problem(s)" in done.stdout
+    assert "9 problem(s)" in done.stdout
 
 
 @pytest.mark.postgres
