@@ -76,6 +76,9 @@ class DatabaseSettings:
 class CacheSettings:
     url: str = ""
     size_limit_mb: int = 512
+    # Serve product and catalog reads from the cache (off: a database read per request, for
+    # measuring the database path or ruling the cache out while debugging).
+    products: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +296,9 @@ def load_settings(
         pool_size=_int(env_map, "MONOLITH_DB_POOL_SIZE", 10, minimum=1),
     )
     cache = CacheSettings(
-        url=cache_url, size_limit_mb=_int(env_map, "MONOLITH_CACHE_SIZE_MB", 512, minimum=1)
+        url=cache_url,
+        size_limit_mb=_int(env_map, "MONOLITH_CACHE_SIZE_MB", 512, minimum=1),
+        products=_choice(env_map, "MONOLITH_CACHE_PRODUCTS", "on", ("on", "off")) == "on",
     )
     security = SecuritySettings(
         secret_key=_secret_key(app_env, data_dir, env_map.get("MONOLITH_SECRET_KEY", "")),  # type: ignore[arg-type]
