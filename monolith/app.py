@@ -16,7 +16,17 @@ from monolith.config import Settings
 from monolith.logs import get_logger
 from monolith.server import install_drain_handler
 from monolith.services import Services, build_services
-from monolith.web import admin_jobs, auth, events, health, media, products
+from monolith.web import (
+    admin_jobs,
+    admin_page,
+    auth,
+    events,
+    health,
+    media,
+    metrics,
+    orders,
+    products,
+)
 from monolith.web.errors import HANDLERS
 from monolith.web.middleware import RequestContextMiddleware
 from monolith.web.ratelimit import rate_limit_middleware
@@ -29,6 +39,8 @@ log = get_logger("monolith.app")
 
 def create_app(settings: Settings, services: Services | None = None) -> Litestar:
     svc = services or build_services(settings, run_jobs=settings.server.run_jobs == "auto")
+    # This process serves HTTP: it sees the HTTP numbers, and its loop must stay responsive.
+    svc.observability.sampling = svc.observability.watch_loop = True
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -38,6 +50,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         except BaseException:
             await svc.stop()
             raise
+        svc.metrics.worker_starts.inc()
         log.info("worker started", database=svc.db.describe())
         try:
             yield
@@ -49,22 +62,19 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         *health.routes(svc),
         *products.routes(svc),
         *auth.routes(svc),
+        *orders.routes(svc),
         *media.routes(svc),
         *events.routes(svc),
         *admin_jobs.routes(svc),
+        *metrics.routes(svc),
+        *admin_page.routes(svc),
     ]
 
-    def request_context(app: object) -> RequestContextMiddleware:
-        return RequestContextMiddleware(
-            app,  # type: ignore[arg-type]
-            expose_worker=not settings.production,
-            trusted_proxies=settings.server.trusted_proxies,
-        )
-
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
-        middleware=[request_context, rate_limit_middleware(svc)],
+        # Inside the request context (below): a refused request is still counted and logged.
+        middleware=[rate_limit_middleware(svc)],
         # Litestar features that take a store name get a namespace of the shared store, so
         # they work across workers (Litestar's default would be a per-process memory store).
         stores=StoreRegistry(default_factory=lambda name: svc.store.with_namespace(name)),
@@ -76,3 +86,14 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         else OpenAPIConfig(title="monolith", version=__version__, path="/schema"),
         debug=False,
     )
+    # Outermost, around Litestar's router and exception handler (as Litestar's own
+    # OpenTelemetry middleware is): Litestar's `middleware=` runs only for matched routes, so
+    # a 404 or 405 would get no request id, no access line and no count.
+    app.asgi_handler = RequestContextMiddleware(
+        app.asgi_handler,
+        expose_worker=not settings.production,
+        trusted_proxies=settings.server.trusted_proxies,
+        metrics=svc.metrics,
+        monitor=svc.observability.monitor,
+    )
+    return app

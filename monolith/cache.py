@@ -167,6 +167,12 @@ def declaration(prefix: str) -> Declaration:
         raise KeyError(f"no @cached function uses the prefix {prefix!r}") from None
 
 
+class CacheMetrics(Protocol):
+    """Where a :class:`Cache` reports each lookup (the app's Prometheus metrics)."""
+
+    def cache_lookup(self, prefix: str, hit: bool) -> None: ...
+
+
 @dataclass
 class CacheStats:
     hits: int = 0
@@ -176,9 +182,12 @@ class CacheStats:
 class Cache:
     """This process's view of the cache: a namespace of the shared store, e.g. ``root:cache``."""
 
-    def __init__(self, store: Store, *, lock_ttl: float = 10.0) -> None:
+    def __init__(
+        self, store: Store, *, lock_ttl: float = 10.0, metrics: CacheMetrics | None = None
+    ) -> None:
         self.store = store
         self.lock_ttl = lock_ttl
+        self.metrics = metrics
         self._spaces: dict[str, Store] = {}
         self._flights: dict[str, asyncio.Future[bytes]] = {}
         self._stats: dict[str, CacheStats] = {}
@@ -201,6 +210,8 @@ class Cache:
             stats.hits += 1
         else:
             stats.misses += 1
+        if self.metrics is not None:
+            self.metrics.cache_lookup(prefix, hit)
 
     async def fetch(
         self, decl: Declaration, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -11,6 +11,7 @@ import base64
 import binascii
 import random
 import time
+from collections.abc import Iterable
 from typing import Annotated, Any, Protocol
 
 import msgspec
@@ -106,6 +107,18 @@ def to_product(row: Row) -> Product:
 async def get_product(q: Queries, product_id: int) -> Product | None:
     row = await q.fetch_one(f"SELECT {_COLUMNS} FROM products WHERE id = ?", (product_id,))
     return None if row is None else to_product(row)
+
+
+async def get_products(q: Queries, product_ids: Iterable[int]) -> list[Product]:
+    """The products among ``product_ids`` that exist, in id order."""
+    ids = sorted(set(product_ids))
+    if not ids:
+        return []
+    marks = ", ".join("?" for _ in ids)
+    rows = await q.fetch_all(
+        f"SELECT {_COLUMNS} FROM products WHERE id IN ({marks}) ORDER BY id", ids
+    )
+    return [to_product(r) for r in rows]
 
 
 async def product_json(db: Database, product_id: int) -> bytes | None:
@@ -249,5 +262,11 @@ async def cached_page_json(svc: HasDatabase, limit: int, after: int) -> bytes:
 
 async def product_changed(svc: HasCache, product_id: int) -> None:
     """Call after any committed write to a product: no worker serves the old one again."""
-    await svc.cache.invalidate("product", product_id)
+    await products_changed(svc, [product_id])
+
+
+async def products_changed(svc: HasCache, product_ids: Iterable[int]) -> None:
+    """:func:`product_changed` for several products (an order's), forgetting the pages once."""
+    for product_id in sorted(set(product_ids)):
+        await svc.cache.invalidate("product", product_id)
     await svc.cache.invalidate_all("catalog")

@@ -76,6 +76,9 @@ class DatabaseSettings:
 class CacheSettings:
     url: str = ""
     size_limit_mb: int = 512
+    # Serve product and catalog reads from the cache (off: a database read per request, for
+    # measuring the database path or ruling the cache out while debugging).
+    products: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,16 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ObservabilitySettings:
+    # A handler that keeps the event loop busy this long gets a warning naming its route.
+    loop_block_ms: int = 100
+    # A statement slower than this is logged (normalized, without its parameters).
+    slow_statement_ms: int = 500
+    # How often each process adds its statement statistics to the shared stats file.
+    flush_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     env: Env = "development"
     data_dir: Path = Path("var")
@@ -101,9 +114,12 @@ class Settings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     log: LogSettings = field(default_factory=LogSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     # Where pub/sub lives; empty means "with the database".
     channels_url: str = ""
     metrics_dir: Path | None = None
+    # Other process trees' metric directories that /metrics adds in (monolith worker's).
+    metrics_peers: tuple[Path, ...] = ()
 
     @property
     def production(self) -> bool:
@@ -116,6 +132,21 @@ class Settings:
     @property
     def backup_dir(self) -> Path:
         return self.data_dir / "backups"
+
+    @property
+    def stats_path(self) -> Path:
+        """The shared file of statement statistics and dashboard samples (all processes)."""
+        return self.data_dir / "stats.db"
+
+    @property
+    def serve_metrics_dir(self) -> Path:
+        """Where ``serve``'s workers keep their Prometheus files (wiped when serve starts)."""
+        return self.metrics_dir or self.data_dir / "metrics"
+
+    @property
+    def worker_metrics_dir(self) -> Path:
+        """Where ``monolith worker`` keeps its Prometheus files (must differ from serve's)."""
+        return self.metrics_dir or self.data_dir / "metrics-worker"
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some top-level fields replaced (for tests and CLI flags)."""
@@ -265,7 +296,9 @@ def load_settings(
         pool_size=_int(env_map, "MONOLITH_DB_POOL_SIZE", 10, minimum=1),
     )
     cache = CacheSettings(
-        url=cache_url, size_limit_mb=_int(env_map, "MONOLITH_CACHE_SIZE_MB", 512, minimum=1)
+        url=cache_url,
+        size_limit_mb=_int(env_map, "MONOLITH_CACHE_SIZE_MB", 512, minimum=1),
+        products=_choice(env_map, "MONOLITH_CACHE_PRODUCTS", "on", ("on", "off")) == "on",
     )
     security = SecuritySettings(
         secret_key=_secret_key(app_env, data_dir, env_map.get("MONOLITH_SECRET_KEY", "")),  # type: ignore[arg-type]
@@ -300,6 +333,17 @@ def load_settings(
         security=security,
         log=log,
         jobs=jobs,
+        observability=ObservabilitySettings(
+            loop_block_ms=_int(env_map, "MONOLITH_LOOP_BLOCK_MS", 100, minimum=1),
+            slow_statement_ms=_int(env_map, "MONOLITH_SLOW_STATEMENT_MS", 500, minimum=1),
+        ),
         channels_url=env_map.get("MONOLITH_CHANNELS_URL", ""),
         metrics_dir=Path(metrics_dir_raw).absolute() if metrics_dir_raw else None,
+        metrics_peers=tuple(
+            Path(p.strip()).absolute()
+            for p in (
+                env_map.get("MONOLITH_METRICS_PEERS") or str(data_dir / "metrics-worker")
+            ).split(",")
+            if p.strip()
+        ),
     )

@@ -77,6 +77,8 @@ class Database(Queries):
     dialect: ClassVar[str]
     #: Where the data lives, for ``doctor``: ``"box"`` (a file on this machine) or ``"shared"``.
     scope: ClassVar[str]
+    #: Called after every statement with ``(sql, seconds, rows)``: statement statistics.
+    observer: Callable[[str, float, int], None] | None = None
 
     @abc.abstractmethod
     async def start(self) -> None:

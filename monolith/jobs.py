@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -154,6 +154,14 @@ def runner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
 
 
+class JobMetrics(Protocol):
+    """Where job counts go (:class:`monolith.observability.Metrics` is one)."""
+
+    def job_enqueued(self, name: str, count: int = 1) -> None: ...
+
+    def job_finished(self, name: str, outcome: str, seconds: float) -> None: ...
+
+
 class Jobs:
     """The job component: enqueue and inspect anywhere; run jobs where elected (``run=True``)."""
 
@@ -166,8 +174,10 @@ class Jobs:
         registry: Registry = REGISTRY,
         run: bool = False,
         services: Any = None,
+        metrics: JobMetrics | None = None,
     ) -> None:
         self.db = db
+        self.metrics = metrics
         self.settings = settings
         self.data_dir = data_dir
         self.registry = registry
@@ -253,7 +263,10 @@ class Jobs:
         ``priority`` runs first; ``delay`` is in seconds.
         """
         new = self.new_job(name, payload, delay=delay, priority=priority, unique_key=unique_key)
-        return await self.queue.add(new, tx=tx)
+        job_id = await self.queue.add(new, tx=tx)
+        if job_id is not None:
+            self._count_enqueued(name, 1, tx)
+        return job_id
 
     async def enqueue_many(
         self, name: str, payloads: Iterable[Any], *, tx: Transaction | None = None
@@ -261,7 +274,17 @@ class Jobs:
         """Add one job per payload in one transaction; how many were given."""
         news = [self.new_job(name, payload) for payload in payloads]
         await self.queue.add_many(news, tx=tx)
+        self._count_enqueued(name, len(news), tx)
         return len(news)
+
+    def _count_enqueued(self, name: str, count: int, tx: Transaction | None) -> None:
+        metrics = self.metrics
+        if metrics is None or not count:
+            return
+        if tx is None:
+            metrics.job_enqueued(name, count)
+        else:  # a job rolled back with its transaction was never enqueued
+            tx.on_commit(lambda: metrics.job_enqueued(name, count))
 
     async def health(self) -> tuple[bool, str]:
         """Whether due jobs are being worked off: (healthy, one-line reason)."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 import msgspec
 import structlog
@@ -33,8 +34,74 @@ def _json_bytes(_: Any, __: str, event: dict[str, Any]) -> bytes:
     return _encoder.encode(event)
 
 
-def configure_logging(settings: LogSettings) -> None:
-    """Set up structlog (and route the standard library's logging through the same output)."""
+class _AccessOutput:
+    """Where access lines go when logs are JSON: written directly, not through structlog.
+
+    The access line is the one log call every request makes; structlog's processor chain
+    (ISO timestamp, level, request id, JSON) cost ~20% of a cached read's CPU when measured.
+    This writes the same fields in the same shape, with the timestamp's date part cached
+    for the current second.
+    """
+
+    def __init__(self) -> None:
+        self.out: BinaryIO | None = None  # None: go through structlog (console, tests)
+        self.enabled = True
+        self._second = -1
+        self._stamp = ""
+
+    def timestamp(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((now - second) * 1_000_000):06d}Z"
+
+
+_access = _AccessOutput()
+_access_log = structlog.get_logger("monolith.access")
+
+
+def log_access(
+    method: str, route: str, status: int, duration_ms: float, client: str | None
+) -> None:
+    """One access line: the request's method, route template, status, duration and client."""
+    out = _access.out
+    if out is None:
+        if _access.enabled:
+            _access_log.info(
+                "request",
+                method=method,
+                route=route,
+                status=status,
+                duration_ms=duration_ms,
+                client=client,
+            )
+        return
+    event: dict[str, Any] = {
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration_ms": duration_ms,
+        "client": client,
+        "event": "request",
+        "level": "info",
+        "timestamp": _access.timestamp(),
+    }
+    rid = request_id_var.get()
+    if rid is not None:
+        event["request_id"] = rid
+    out.write(_encoder.encode(event) + b"\n")
+    out.flush()
+
+
+def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
+    """Set up structlog (and route the standard library's logging through the same output).
+
+    Services (``serve``, ``worker``) log to stdout; one-shot commands pass stderr, so that
+    their stdout carries only their output (``--json`` stays parseable).
+    """
+    out = stream or sys.stdout
     level = logging.getLevelNamesMapping()[settings.level.upper()]
     shared: list[Any] = [
         structlog.processors.add_log_level,
@@ -47,10 +114,13 @@ def configure_logging(settings: LogSettings) -> None:
             structlog.processors.format_exc_info,
             _json_bytes,
         ]
-        factory: Any = structlog.BytesLoggerFactory(sys.stdout.buffer)
+        factory: Any = structlog.BytesLoggerFactory(out.buffer)
+        _access.out = out.buffer if level <= logging.INFO else None
     else:
-        processors = [*shared, structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())]
-        factory = structlog.PrintLoggerFactory(sys.stdout)
+        processors = [*shared, structlog.dev.ConsoleRenderer(colors=out.isatty())]
+        factory = structlog.PrintLoggerFactory(out)
+        _access.out = None
+    _access.enabled = level <= logging.INFO
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),

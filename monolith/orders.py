@@ -25,6 +25,8 @@ from monolith.errors import MonolithError
 
 Status = Literal["pending", "confirmed", "cancelled"]
 MAX_PAGE = 100
+#: The job that confirms a placed order (registered in :mod:`monolith.tasks`).
+CONFIRM_JOB = "orders.confirm"
 
 
 class OrderLineIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -51,6 +53,17 @@ class Order(msgspec.Struct):
     created_at: float
     updated_at: float
     confirmed_at: float | None
+
+
+class ConfirmPayload(msgspec.Struct, forbid_unknown_fields=True):
+    """The confirmation job's payload: the order, and the products whose stock it took."""
+
+    order_id: int
+    product_ids: list[int]
+
+
+def confirm_payload(order: Order) -> dict[str, object]:
+    return {"order_id": order.id, "product_ids": [line.product_id for line in order.items]}
 
 
 class OrderError(MonolithError):
@@ -165,14 +178,28 @@ async def get_order(q: Queries, user_id: int, order_id: int) -> Order | None:
     return None if row is None else (await _with_lines(q, [row]))[0]
 
 
-async def list_orders(q: Queries, user_id: int, *, limit: int = 20, before: int = 0) -> list[Order]:
-    """``user_id``'s orders, newest first; ``before`` (an order id) pages back."""
+class OrderPage(msgspec.Struct):
+    items: list[Order]
+    #: Pass as ``before`` for the next (older) page; None on the last page.
+    next_before: int | None
+
+
+async def order_page(q: Queries, user_id: int, *, limit: int = 20, before: int = 0) -> OrderPage:
+    """``user_id``'s orders, newest first, at most ``limit`` (capped at ``MAX_PAGE``);
+    ``before`` (an order id) pages back."""
+    limit = max(1, min(limit, MAX_PAGE))
     rows = await q.fetch_all(
         f"SELECT {_ORDER_COLUMNS} FROM orders WHERE user_id = ? AND (? = 0 OR id < ?) "
         "ORDER BY id DESC LIMIT ?",
-        (user_id, before, before, min(limit, MAX_PAGE)),
+        (user_id, before, before, limit + 1),  # one more, to know whether there is a next page
     )
-    return await _with_lines(q, rows)
+    items = await _with_lines(q, rows[:limit])
+    return OrderPage(items, items[-1].id if len(rows) > limit else None)
+
+
+async def list_orders(q: Queries, user_id: int, *, limit: int = 20, before: int = 0) -> list[Order]:
+    """``user_id``'s orders, newest first; ``before`` (an order id) pages back."""
+    return (await order_page(q, user_id, limit=limit, before=before)).items
 
 
 def order_event(order: Order) -> dict[str, object]:

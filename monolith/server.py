@@ -117,8 +117,13 @@ def serve(
     workers: int,
     graceful_timeout: int,
     log_level: str = "info",
+    on_respawn: Callable[[list[int]], None] | None = None,
 ) -> None:
-    """Run granian (ASGI, lifespan) with the drain phase; returns when it has stopped."""
+    """Run granian (ASGI, lifespan) with the drain phase; returns when it has stopped.
+
+    ``on_respawn(old_pids)`` is called after granian has replaced workers that exited (or
+    that it recycled), so their metrics can be retired and the restart counted.
+    """
     from granian.constants import Interfaces
     from granian.log import LogLevels
     from granian.server import Server
@@ -142,6 +147,17 @@ def serve(
             timer = threading.Timer(DRAIN_SECONDS, super().signal_handler_interrupt)
             timer.daemon = True
             timer.start()
+
+        def _respawn_workers(self, workers: list[int], *args: Any, **kwargs: Any) -> Any:
+            # granian's (private) respawn step: the one place that sees old and new workers.
+            old = [getattr(getattr(self.wrks[i], "inner", None), "pid", None) for i in workers]
+            result = super()._respawn_workers(workers, *args, **kwargs)
+            if on_respawn is not None:
+                try:
+                    on_respawn([pid for pid in old if pid])
+                except Exception as exc:
+                    log.warning("after respawn", error=repr(exc))
+            return result
 
         def _spawn_worker(self, *args: Any, **kwargs: Any) -> Any:
             # A worker stopped on its own (SIGHUP's rolling respawn, a lifetime or memory

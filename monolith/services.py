@@ -8,6 +8,7 @@ reach the components through closures over the ``Services`` object, never throug
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,6 +20,8 @@ from monolith.db import Database, open_database
 from monolith.events import EventHub
 from monolith.jobs import Jobs
 from monolith.media import MediaStorage, open_media
+from monolith.observability import Metrics, Observability
+from monolith.observability.sources import cache_families, job_families
 from monolith.sessions import Sessions
 from monolith.state import HoldsState
 from monolith.store import Store, open_store
@@ -42,6 +45,10 @@ class Services:
     cache: Cache
     #: Server-side sessions over ``store`` (namespace ``sessions``).
     sessions: Sessions
+    #: The process's Prometheus metrics (added up over every worker by ``/metrics``).
+    metrics: Metrics
+    #: Statement statistics, loop monitor, process gauges, dashboard history.
+    observability: Observability
     #: Live events: publish after a commit, listen from SSE/WebSocket handlers.
     events: EventHub
     #: Uploaded files (product images).
@@ -88,14 +95,20 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
         readers=settings.database.readers,
         pool_size=settings.database.pool_size,
     )
+    metrics = Metrics(peers=settings.metrics_peers)
+    observability = Observability(settings, db, metrics)
     store = open_store(settings.cache.url, size_limit_mb=settings.cache.size_limit_mb)
     channels = open_channels(settings.channels_url, db)
-    jobs = Jobs(db, settings.jobs, data_dir=settings.data_dir, run=run_jobs)
+    jobs = Jobs(db, settings.jobs, data_dir=settings.data_dir, run=run_jobs, metrics=metrics)
+    observability.sources.append(functools.partial(job_families, jobs))
+    observability.sources.append(functools.partial(cache_families, store))
     services = Services(
         settings=settings,
         db=db,
+        metrics=metrics,
+        observability=observability,
         store=store,
-        cache=Cache(store.with_namespace("cache")),
+        cache=Cache(store.with_namespace("cache"), metrics=metrics),
         sessions=Sessions(
             store.with_namespace("sessions"),
             settings.security.secret_key,
@@ -106,8 +119,9 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
         jobs=jobs,
     )
     jobs.services = services
-    # The store first: jobs (started last) may use it from their first run.
-    services.components += [store, services.media, services.events, jobs]
+    # Observability first: it watches the statements and the loop of everything after it.
+    # Then the store: jobs (started last) may use it from their first run.
+    services.components += [observability, store, services.media, services.events, jobs]
     services.health_checks["database"] = db.ping
     services.health_checks["cache"] = store.ping
     services.health_checks["jobs"] = jobs.check
@@ -119,6 +133,7 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
             "sessions": store,
             **jobs.state_holders(),
             "uploads": services.media,
+            "metrics": observability,
         }
     )
     if isinstance(channels, HoldsState):  # every backend of ours is; a foreign one is "absent"

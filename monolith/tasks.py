@@ -6,6 +6,11 @@
 - ``maintenance.cleanup`` (every 5 minutes): calls ``cleanup()`` on every app component that
   has one (the cache, the session store...) and forgets old ``done`` job records.
 - ``maintenance.optimize`` (daily): refreshes the query planner's statistics.
+- ``orders.confirm``: enqueued with each order, in the transaction that places it; moves the
+  order to ``confirmed`` (once, however often it runs), publishes ``order.confirmed`` on the
+  ``orders`` channel when this run made that change, and forgets the cached stock of the
+  order's products again (so an invalidation the request could not do, with the store down,
+  is done once the store is back: the job retries until it is).
 
 Jobs here must be safe to run twice: delivery is at least once.
 """
@@ -17,8 +22,10 @@ import dataclasses
 import time
 from typing import Any, Protocol, runtime_checkable
 
+import msgspec
 import structlog
 
+from monolith import catalog, orders
 from monolith.jobs import JobContext, job, schedule
 
 log = structlog.get_logger("monolith.tasks")
@@ -72,6 +79,19 @@ async def cleanup(ctx: JobContext) -> None:
 @job("maintenance.optimize", max_attempts=2, timeout=1800, concurrency=1)
 async def optimize(ctx: JobContext) -> None:
     await ctx.jobs.db.optimize()
+
+
+@job(orders.CONFIRM_JOB, max_attempts=10, timeout=30, backoff=1.0)
+async def confirm_order(ctx: JobContext) -> None:
+    payload = msgspec.convert(ctx.payload, orders.ConfirmPayload)
+    async with ctx.jobs.db.transaction() as tx:
+        order = await orders.confirm_order(tx, payload.order_id)
+    svc = ctx.services
+    if svc is None:  # a queue used without the app (tools, tests of the queue alone)
+        return
+    if order is not None:  # only the run that confirmed it announces it
+        await svc.events.publish("orders", orders.order_event(order))
+    await catalog.products_changed(svc, payload.product_ids)
 
 
 schedule("maintenance.cleanup", "maintenance.cleanup", every=300)

@@ -4,6 +4,7 @@
 to ``<data dir>/runs.log`` (one small ``O_APPEND`` write: whole lines even under kill -9), the
 data dir and pid being those of the process that ran it.
 ``TEST_TICK_EVERY=<seconds>`` adds the schedule ``test.tick`` firing ``test.record``.
+``test.flaky`` fails (twice, then for good) until ``<data dir>/fixed`` exists.
 """
 
 from __future__ import annotations
@@ -28,3 +29,10 @@ async def record(ctx: JobContext) -> None:
 
 if os.environ.get("TEST_TICK_EVERY"):
     schedule("test.tick", "test.record", every=float(os.environ["TEST_TICK_EVERY"]))
+
+
+@job("test.flaky", max_attempts=2, timeout=60, backoff=0.01)
+async def flaky(ctx: JobContext) -> None:
+    """Fails until ``<data dir>/fixed`` exists: the failure an operator fixes, then retries."""
+    if not (ctx.jobs.data_dir / "fixed").exists():
+        raise RuntimeError("the remote service is down (create <data dir>/fixed)")

@@ -16,6 +16,7 @@ from tests.server import base_env, run_cli
 from tests.services import free_port
 
 PASSWORD = "correct horse battery staple"
+CSRF = {"X-Monolith-CSRF": "1"}
 
 
 @pytest.fixture
@@ -201,7 +202,13 @@ async def test_admin_routes_take_an_admin_session_or_the_token(
     async with started_services(make_settings(data_dir, MONOLITH_DATABASE_URL=db_url)) as svc:
         await accounts.make_admin(svc.db, "ada@example.com", None)
         await accounts.user_changed(svc, 1)  # what create-admin does after promoting
-    assert (await client.post("/api/products", json=product)).status_code == 201
+    # A change made with the session cookie also needs the CSRF header (a cross-site page
+    # cannot send it); the token needs none.
+    refused = await client.post("/api/products", json=product)
+    assert refused.status_code == 403
+    assert "x-monolith-csrf" in refused.json()["detail"]
+    assert (await client.get("/api/products/2")).status_code == 404  # the refusal added nothing
+    assert (await client.post("/api/products", json=product, headers=CSRF)).status_code == 201
     assert (await client.get("/api/me")).json()["role"] == "admin"
 
 
@@ -248,6 +255,25 @@ async def test_login_limit_refuses_with_429_and_headers(data_dir: Path) -> None:
         assert ok.headers["ratelimit-limit"] == "100"
         assert int(ok.headers["ratelimit-remaining"]) < 100
         assert "ratelimit-limit" not in (await c.get("/health/live")).headers
+
+
+async def test_the_admin_pages_sign_in_shares_the_login_limit(data_dir: Path) -> None:
+    settings = make_settings(data_dir, MONOLITH_RATE_LIMITS="login=3/minute,api=100/minute")
+    form = {"email": "a@b.co", "password": "whatever1"}
+    async with app_client(settings) as c:
+        r = await c.post("/api/auth/login", json=form)
+        codes = [r.status_code]
+        for _ in range(3):
+            r = await c.post("/admin/login", data=form)
+            codes.append(r.status_code)
+        assert codes == [401, 401, 401, 429]
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        # The token sign-in is the same route, with the same budget.
+        r = await c.post("/admin/login", data={"token": "test-admin-token"})
+        assert r.status_code == 429
+        # The page itself, and the rest of /admin, are not limited.
+        assert (await c.get("/admin")).status_code == 200
+        assert "ratelimit-limit" not in (await c.get("/admin")).headers
 
 
 async def test_a_store_that_is_down_is_a_503_not_an_error(data_dir: Path) -> None:

@@ -128,6 +128,18 @@ def test_the_web_unit_leaves_jobs_to_the_worker_unit() -> None:
     assert not any("RUN_JOBS" in v for v in setting("monolith-worker.service", "Environment"))
 
 
+def test_the_web_units_metrics_add_in_the_worker_units() -> None:
+    env = dict(v.partition("=")[::2] for v in setting("monolith.service", "Environment"))
+    worker = dict(v.partition("=")[::2] for v in setting("monolith-worker.service", "Environment"))
+    (runtime,) = setting("monolith-worker.service", "RuntimeDirectory")
+    assert env["MONOLITH_METRICS_PEERS"] == worker["MONOLITH_METRICS_DIR"] == f"/run/{runtime}"
+    assert env["MONOLITH_METRICS_DIR"] != worker["MONOLITH_METRICS_DIR"]
+    # Same user and group: the web unit may read the worker unit's 0750 directory.
+    assert setting("monolith.service", "User") == setting("monolith-worker.service", "User")
+    for key in ("InaccessiblePaths", "TemporaryFileSystem"):
+        assert not any("/run" in v for v in setting("monolith.service", key))
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_services_keep_unix_sockets_and_write_only_their_own_dirs(name: str) -> None:
     (families,) = setting(name, "RestrictAddressFamilies")

@@ -73,6 +73,15 @@ def test_one_box_is_fine_and_hears_what_a_second_instance_would_break(data_dir: 
     assert "migrations: up to date" in done.stdout and done.stdout.rstrip().endswith("no problems")
 
 
+def test_metrics_are_per_box_and_fine_with_several_instances(data_dir: Path) -> None:
+    # Each box keeps its own numbers in files all its processes add to; each box is scraped.
+    _, report, _ = doctor(dev_env(data_dir, MONOLITH_INSTANCES="2"))
+    metrics = item(report, "metrics")
+    assert (metrics["scope"], metrics["level"]) == ("box", "ok")
+    assert metrics["backend"].startswith(f"Prometheus multi-process files in {data_dir}/metrics")
+    assert f"plus {data_dir}/metrics-worker" in metrics["backend"]
+
+
 def test_several_instances_with_per_box_state_fail_naming_the_fix(data_dir: Path) -> None:
     code, report, _ = doctor(dev_env(data_dir, MONOLITH_INSTANCES="2"))
     assert code == 1 and report["ok"] is False and report["instances"] == 2
@@ -89,6 +98,7 @@ def test_several_instances_with_per_box_state_fail_naming_the_fix(data_dir: Path
         "uploads",
     }
     assert item(report, "database")["fix"].startswith("MONOLITH_DATABASE_URL=postgresql://")
+    assert item(report, "cache")["fix"].startswith("MONOLITH_CACHE_URL=redis://")
 
     done = run_cli("doctor", env=dev_env(data_dir, MONOLITH_INSTANCES="2"))
     assert done.returncode == 1

@@ -1,4 +1,4 @@
-"""The fixed-window limiter on Store.incr: exact counts, headers, and several processes."""
+"""The fixed-window limiter on Store.hit_window: exact counts, headers, several processes."""
 
 from __future__ import annotations
 
@@ -41,10 +41,7 @@ async def test_a_new_window_opens_when_the_old_one_ends(store: Store) -> None:
     limiter = RateLimiter(store, "short", RateLimit(1, 1))
     assert (await limiter.hit("c")).allowed
     assert not (await limiter.hit("c")).allowed
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        if await store.get("short:c") is None:
-            break
+    await asyncio.sleep(1.1)
     assert (await limiter.hit("c")).allowed
 
 

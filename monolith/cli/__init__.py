@@ -12,11 +12,21 @@ import sys
 from collections.abc import Sequence
 
 from monolith import __version__
-from monolith.cli import accounts, backup, database, doctor, jobs, migrate_data, server, worker
+from monolith.cli import (
+    accounts,
+    backup,
+    database,
+    db,
+    doctor,
+    jobs,
+    migrate_data,
+    server,
+    worker,
+)
 from monolith.errors import MonolithError
 
 #: Command groups, in the order ``--help`` lists them.
-GROUPS = [server, worker, database, accounts, jobs, backup, migrate_data, doctor]
+GROUPS = [server, worker, database, db, accounts, jobs, backup, migrate_data, doctor]
 
 
 def build_parser() -> argparse.ArgumentParser:

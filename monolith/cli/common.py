@@ -19,9 +19,12 @@ from monolith.services import Services, build_services
 T = TypeVar("T")
 
 
-def settings_from_env() -> Settings:
+def settings_from_env(*, service: bool = False) -> Settings:
+    """Settings from the environment, with logging set up: a service (``serve``, ``worker``)
+    logs to stdout like any daemon; other commands log to stderr, keeping stdout for their
+    output."""
     settings = load_settings()
-    configure_logging(settings.log)
+    configure_logging(settings.log, sys.stdout if service else sys.stderr)
     return settings
 
 

@@ -22,20 +22,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from monolith.observability.metrics import Metrics, enable_multiprocess, forget_process
     from monolith.server import serve
 
-    settings = settings_from_env()
+    settings = settings_from_env(service=True)
+    # Before anything counts and before granian forks: every process of this serve writes
+    # its metrics to a fresh directory, and /metrics adds them up.
+    enable_multiprocess(settings.serve_metrics_dir)
+    metrics = Metrics()
+    metrics.serve_started.set(time.time())
+
+    def on_respawn(old_pids: list[int]) -> None:
+        for pid in old_pids:
+            forget_process(pid)
+        metrics.worker_restarts.inc(len(old_pids))
 
     async def prepare() -> None:
         async with started_services(settings):
             pass  # starting applies pending migrations once, before any worker exists
 
     run(prepare())
+    forget_process(os.getpid())  # this process's gauges from prepare(): it serves no requests
     serve(
         host=args.host or settings.server.host,
         port=args.port if args.port is not None else settings.server.port,
         workers=parse_workers(args.workers) if args.workers else settings.server.workers,
         graceful_timeout=settings.server.graceful_timeout,
         log_level=settings.log.level,
+        on_respawn=on_respawn,
     )
     return 0

@@ -28,7 +28,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    settings = settings_from_env()
+    from monolith.observability.metrics import enable_multiprocess
+
+    settings = settings_from_env(service=True)
+    # Job counts go to files that serve's /metrics adds in (MONOLITH_METRICS_PEERS).
+    enable_multiprocess(settings.worker_metrics_dir, wipe=False)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -36,6 +40,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         svc = build_services(settings, run_jobs=True)
+        svc.observability.watch_loop = True
         await svc.start()
         log.info("worker started", database=svc.db.describe())
         try:

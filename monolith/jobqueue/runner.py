@@ -51,6 +51,7 @@ class Runner:
         self.progress_at = self.started_at
         self.completed = 0
         self._in_hand: dict[int, asyncio.Task[None]] = {}
+        self._started: dict[int, float] = {}  # job id -> perf_counter when its run began
         self._outcomes: list[Outcome] = []
         self._slot_free = asyncio.Event()
         self._to_flush = asyncio.Event()
@@ -119,6 +120,7 @@ class Runner:
     async def _run(self, job: Job) -> None:
         from monolith.jobs import JobContext
 
+        self._started[job.id] = time.perf_counter()
         try:
             try:
                 spec = self.jobs.registry.get(job.name)
@@ -145,8 +147,10 @@ class Runner:
                 self._failed(job, f"{type(exc).__name__}: {exc}", spec.retry_delay)
             else:
                 self._done(Outcome(job.id))
+                self._count(job, "succeeded")
         finally:
             # Cancelled (stopping past the grace): no outcome; the release hands it back.
+            self._started.pop(job.id, None)
             del self._in_hand[job.id]
             self._slot_free.set()
 
@@ -154,6 +158,7 @@ class Runner:
         if job.attempts >= job.max_attempts:
             log.error("job failed for good", job=job.id, name=job.name, error=error)
             self._done(Outcome(job.id, error=error))
+            self._count(job, "failed")
             return
         retry_at = time.time() + delay(job.attempts)
         log.warning(
@@ -165,6 +170,13 @@ class Runner:
             retry_in=round(retry_at - time.time(), 2),
         )
         self._done(Outcome(job.id, error=error, retry_at=retry_at))
+        self._count(job, "retried")
+
+    def _count(self, job: Job, outcome: str) -> None:
+        metrics = self.jobs.metrics
+        if metrics is not None:
+            started = self._started.get(job.id, time.perf_counter())
+            metrics.job_finished(job.name, outcome, time.perf_counter() - started)
 
     def _done(self, outcome: Outcome) -> None:
         self._outcomes.append(outcome)

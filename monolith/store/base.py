@@ -26,6 +26,7 @@ import abc
 import copy
 import math
 import re
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar, Literal, Self
@@ -107,6 +108,9 @@ def check_segment(segment: str) -> None:
         )
 
 
+_WINDOW_MEMO = 10_000
+
+
 class Store(NamespacedStore):
     """A namespaced, TTL-aware byte store shared by processes (see the module docstring).
 
@@ -122,6 +126,7 @@ class Store(NamespacedStore):
     def __init__(self, namespace: str = "monolith") -> None:
         self._set_path(split_namespace(namespace))
         self._counters = _Counters()
+        self._window_ends: dict[str, float] = {}  # shared by namespace views, like the counters
 
     def _set_path(self, path: tuple[str, ...]) -> None:
         self.namespace: str | None = ":".join(path)
@@ -210,6 +215,34 @@ class Store(NamespacedStore):
     async def add(self, key: str, value: str | bytes, expires_in: TTL | None = None) -> bool:
         """Set ``key`` only if it is absent (or expired); True when this call set it."""
         return await self._add(self._prefix + key, as_bytes(value), ttl_seconds(expires_in))
+
+    async def hit_window(self, key: str, period: int) -> tuple[int, float]:
+        """Count one hit of ``key`` in a fixed window of ``period`` seconds that opens with
+        its first hit, atomically across processes: the rate limiter's primitive.
+
+        Returns (hits in the current window, this one included; seconds until it ends). Its
+        counter lives apart from ``get``/``set`` keys on some backends: use it only through
+        this method.
+        """
+        return await self._hit_window(self._prefix + "window/" + key, period)
+
+    async def _hit_window(self, key: str, period: int) -> tuple[int, float]:
+        # Generic: an incr whose TTL the first hit sets. The window's end costs a second
+        # round trip only the first time this process sees a window another process opened.
+        count = await self._incr(key, 1, float(period))
+        now = time.monotonic()
+        ends = self._window_ends
+        if count == 1:
+            end = now + period
+        else:
+            end = ends.get(key, 0.0)
+            if end <= now:
+                left = await self._expiry(key)
+                end = now + (period if left is None or left is False else max(left, 0.0))
+        if len(ends) >= _WINDOW_MEMO:
+            ends.clear()
+        ends[key] = end
+        return count, end - now
 
     # -- what a backend implements, on full keys ---------------------------------------------
 

@@ -36,6 +36,7 @@ import diskcache
 
 from monolith.errors import CacheUnavailable, NotStarted
 from monolith.store.base import Scope, Store
+from monolith.store.windows import WindowTable
 
 T = TypeVar("T")
 
@@ -163,6 +164,7 @@ class DiskStore(Store):
     ) -> None:
         super().__init__(namespace)
         self._dir = _Directory(Path(path).absolute(), size_limit_mb * 1024 * 1024, timeout)
+        self._windows = WindowTable(Path(path).absolute() / "windows.bin")
 
     async def start(self) -> None:
         if self._dir.cache is None:
@@ -177,6 +179,7 @@ class DiskStore(Store):
 
     async def stop(self) -> None:
         self._dir.close()
+        self._windows.close()
 
     async def ping(self) -> None:
         key = self._prefix + "health"
@@ -269,6 +272,16 @@ class DiskStore(Store):
                 return value
 
         return self._run(incr)
+
+    async def _hit_window(self, key: str, period: int) -> tuple[int, float]:
+        # Shared memory instead of a SQLite write per request (see monolith.store.windows).
+        try:
+            counted = self._windows.hit(key, period, time.time())
+        except OSError as exc:
+            raise CacheUnavailable(f"the rate-limit table cannot be used: {exc}") from exc
+        if counted is None:  # every slot of this key's run is taken: count in SQLite instead
+            return await super()._hit_window(key, period)
+        return counted
 
     async def _add(self, key: str, value: bytes, ttl: float | None) -> bool:
         return bool(self._run(lambda c: c.add(key, value, expire=ttl)))

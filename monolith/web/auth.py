@@ -25,6 +25,15 @@ UserId = Annotated[int, Parameter(ge=1, le=2**62)]
 WRONG_CREDENTIALS = "wrong email or password"
 
 
+async def start_session(svc: Services, request: Req, user: User) -> str:
+    """Sign ``user`` in; the ``Set-Cookie`` value of the new session.
+
+    A new session at every login: never reuse one a client brought (session fixation).
+    """
+    await svc.sessions.destroy(request.cookies.get(COOKIE))
+    return svc.sessions.set_cookie(await svc.sessions.create(user.id))
+
+
 def routes(svc: Services) -> list[ControllerRouterHandler]:
     @post("/api/auth/signup", status_code=201, summary="Create an account")
     async def signup(request: Req) -> User:
@@ -42,10 +51,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         user = await accounts.authenticate(svc.db, data.email, data.password)
         if user is None:
             raise NotAuthorizedException(detail=WRONG_CREDENTIALS)
-        # A new session at every login (never reuse one a client brought: session fixation).
-        await svc.sessions.destroy(request.cookies.get(COOKIE))
-        cookie = await svc.sessions.create(user.id)
-        return Response(user, headers={"Set-Cookie": svc.sessions.set_cookie(cookie)})
+        return Response(user, headers={"Set-Cookie": await start_session(svc, request, user)})
 
     @post("/api/auth/logout", status_code=204, summary="Sign out")
     async def logout(request: Req) -> Response[None]:

@@ -21,12 +21,13 @@ class UnprocessableEntity(HTTPException):
 def field_error(message: str) -> UnprocessableEntity:
     """A msgspec validation message as a 422 whose detail starts with the field's name."""
     m = _FIELD.search(message)
+    missing = re.search(r"missing required field `([^`]+)`", message)
+    if missing:  # named by its full path: "items[0].quantity: field required"
+        where = f"{m.group(1)}." if m and m.group(1) else ""
+        return UnprocessableEntity(detail=f"{where}{missing.group(1)}: field required")
     text = _FIELD.sub("", message).strip().rstrip("-").strip()
     if m:
         return UnprocessableEntity(detail=f"{m.group(1) or 'body'}: {text}")
-    missing = re.search(r"missing required field `([^`]+)`", message)
-    if missing:
-        return UnprocessableEntity(detail=f"{missing.group(1)}: field required")
     return UnprocessableEntity(detail=f"body: {text}")
 
 

@@ -1,26 +1,40 @@
-"""Raw ASGI middleware for every request: request id, one access line, worker id header.
+"""Raw ASGI middleware for every request: request id, one access line, worker id header,
+the HTTP metrics (count and latency by route template), and the event-loop monitor's note of
+which request is running.
 
 The access line names the client by :func:`monolith.web.client_ip.client_ip`: behind Caddy,
 the address Caddy saw, never an address the client wrote into ``X-Forwarded-For`` itself.
 
 Raw ASGI (not a BaseHTTPMiddleware) because it runs on every request and the measured
-budget per request is a few tens of microseconds.
+budget per request is a few tens of microseconds; the metrics ride on the same pass instead
+of a second middleware layer (``bench/metrics_overhead.py`` measures what they add).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 import time
-import uuid
+from typing import TYPE_CHECKING
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from monolith.logs import get_logger, request_id_var
+from monolith.logs import log_access, request_id_var
 from monolith.web.client_ip import client_ip
 
+if TYPE_CHECKING:
+    from monolith.observability.loopmon import LoopMonitor
+    from monolith.observability.metrics import Metrics
+
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-log = get_logger("monolith.access")
+
+
+def _is_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-type":
+            return value.startswith(b"text/event-stream")
+    return False
 
 
 class RequestContextMiddleware:
@@ -32,9 +46,13 @@ class RequestContextMiddleware:
         *,
         expose_worker: bool = False,
         trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1"),
+        metrics: Metrics | None = None,
+        monitor: LoopMonitor | None = None,
     ) -> None:
         self.app = app
         self.trusted_proxies = trusted_proxies
+        self.metrics = metrics
+        self.monitor = monitor
         self.extra_headers: list[tuple[bytes, bytes]] = []
         if expose_worker:
             self.extra_headers.append((b"x-worker-pid", str(os.getpid()).encode()))
@@ -49,31 +67,60 @@ class RequestContextMiddleware:
             if name == b"x-request-id":
                 rid_bytes = value
                 break
-        rid = rid_bytes.decode() if _VALID_ID.match(rid_bytes) else uuid.uuid4().hex
+        rid = rid_bytes.decode() if _VALID_ID.match(rid_bytes) else os.urandom(16).hex()
         token = request_id_var.set(rid)
         rid_header = (b"x-request-id", rid.encode())
         status = 0
+        counted = self.metrics is None or kind != "http"
         started = time.perf_counter()
+
+        def count(seconds: float) -> None:
+            nonlocal counted
+            counted = True
+            # Unrouted paths share one label: a raw path would let clients mint series.
+            self.metrics.observe_request(  # type: ignore[union-attr]
+                scope.get("path_template") or "unmatched", scope.get("method", ""), status, seconds
+            )
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", ()))
+                if not counted and _is_stream(headers):
+                    # A live stream lasts minutes: its latency is the time to its headers.
+                    count(time.perf_counter() - started)
                 headers.append(rid_header)
                 headers.extend(self.extra_headers)
                 message["headers"] = headers
+            elif (
+                not counted
+                and message["type"] == "http.response.body"
+                and not message.get("more_body")
+            ):
+                # Counted before the last byte leaves: a client that has its answer and then
+                # scrapes /metrics finds its request already counted.
+                count(time.perf_counter() - started)
             await send(message)
 
+        monitor = self.monitor
+        frame = sys._getframe() if monitor is not None else None
+        if frame is not None:
+            monitor.enter(frame, scope)  # type: ignore[union-attr]
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            log.info(
-                "request",
-                method=scope.get("method", "WS"),
-                route=scope.get("path_template") or scope["path"],
-                status=status or (500 if kind == "http" else 101),
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                client=client_ip(scope, self.trusted_proxies),
+            seconds = time.perf_counter() - started
+            if frame is not None:
+                monitor.leave(frame)  # type: ignore[union-attr]
+            status = status or (500 if kind == "http" else 101)
+            if not counted:  # no complete response (the client left, or the app failed)
+                count(seconds)
+            log_access(
+                str(scope.get("method", "WS")),
+                scope.get("path_template") or scope["path"],
+                status,
+                round(seconds * 1000, 3),
+                client_ip(scope, self.trusted_proxies),
             )
             request_id_var.reset(token)

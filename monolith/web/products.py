@@ -29,6 +29,17 @@ ProductId = Annotated[int, Parameter(ge=1, le=2**62)]
 def routes(svc: Services) -> list[ControllerRouterHandler]:
     db, hub = svc.db, svc.events
     admin = [admin_guard(svc)]
+    cache_reads = svc.settings.cache.products  # MONOLITH_CACHE_PRODUCTS=off: the database
+
+    async def read_product(product_id: int) -> bytes | None:
+        if cache_reads:
+            return await catalog.cached_product_json(svc, product_id)
+        return await catalog.product_json(db, product_id)
+
+    async def read_page(limit: int, after: int) -> bytes:
+        if cache_reads:
+            return await catalog.cached_page_json(svc, limit, after)
+        return await catalog.page_json(db, limit, after)
 
     def missing(product_id: int) -> NotFoundException:
         return NotFoundException(detail=f"product {product_id} not found")
@@ -43,11 +54,11 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
             after = catalog.decode_cursor(cursor) if cursor else 0
         except catalog.InvalidCursor as exc:
             raise ClientException(detail=str(exc)) from None
-        return cacheable_json(request, await catalog.cached_page_json(svc, limit, after))
+        return cacheable_json(request, await read_page(limit, after))
 
     @get("/api/products/{product_id:int}", summary="One product")
     async def get_product(request: Req, product_id: ProductId) -> Response[bytes]:
-        body = await catalog.cached_product_json(svc, product_id)
+        body = await read_product(product_id)
         if body is None:
             raise missing(product_id)
         return cacheable_json(request, body)

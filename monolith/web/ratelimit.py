@@ -2,7 +2,8 @@
 
 Raw ASGI because it runs on every API request: the usual cost is one ``incr`` in the shared
 store. The ``api`` limit applies to every ``/api`` route; ``login``, ``signup`` and ``orders``
-apply to their own route as well. A limit of ``0`` turns that limit off.
+apply to their own route as well (``login`` also to the ``/admin`` page's sign-in, which
+shares its budget with ``POST /api/auth/login``). A limit of ``0`` turns that limit off.
 
 The client is the signed-in user when the request carries a valid session (so people behind
 one NAT do not share a budget), else its IP address as :func:`monolith.web.client_ip.client_ip`
@@ -32,6 +33,7 @@ ROUTE_LIMITS = {
     ("POST", "/api/auth/login"): "login",
     ("POST", "/api/auth/signup"): "signup",
     ("POST", "/api/orders"): "orders",
+    ("POST", "/admin/login"): "login",
 }
 
 
@@ -50,14 +52,17 @@ class RateLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind: str = scope["type"]
         path: str = scope.get("path", "")
-        if kind != "http" or not path.startswith("/api/"):
+        if kind != "http":
             await self.app(scope, receive, send)
             return
-        names = ["api"]
         method: str = scope["method"]  # type: ignore[typeddict-item]
         route = ROUTE_LIMITS.get((method, path))
+        names = ["api"] if path.startswith("/api/") else []
         if route is not None:
             names.append(route)
+        if not names:
+            await self.app(scope, receive, send)
+            return
         limiters = [self.limiters[n] for n in names if n in self.limiters]
         try:
             client = await self._client(scope)

@@ -1,0 +1,70 @@
+"""Numbers measured at scrape time from shared state: the job queue and the cache backend
+(and, with them, what the ``/admin`` page shows). Each source is an async callable returning
+metric families; it always returns every family (possibly without samples), so a dashboard
+finds the names from the start.
+
+A source reads, never writes, and must stay cheap: it runs on every scrape and every
+dashboard sample (a few indexed queries).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from monolith.jobqueue.base import STATES
+
+
+async def job_families(jobs: Any) -> Iterable[Metric]:
+    """Queue depth and oldest waiting job by queue, and jobs by state (from the database)."""
+    now = time.time()
+    depth = GaugeMetricFamily(
+        "monolith_jobs_queue_depth", "Jobs due and waiting to run, by queue", labels=["queue"]
+    )
+    oldest = GaugeMetricFamily(
+        "monolith_jobs_oldest_age_seconds",
+        "How long the oldest due job has waited, by queue",
+        labels=["queue"],
+    )
+    by_state = GaugeMetricFamily(
+        "monolith_jobs_in_state", "Jobs in the queue table by state", labels=["state"]
+    )
+    rows = await jobs.db.fetch_all(
+        "SELECT queue, COUNT(*), MIN(run_at) FROM jobs"
+        " WHERE state = 'queued' AND run_at <= ? GROUP BY queue",
+        (now,),
+    )
+    found = {str(r[0]): (int(r[1]), float(r[2])) for r in rows}
+    queues = {spec.queue for spec in jobs.registry.jobs.values()} | set(found)
+    for queue in sorted(queues):
+        count, first = found.get(queue, (0, now))
+        depth.add_metric([queue], count)
+        oldest.add_metric([queue], max(0.0, now - first))
+    counts = dict.fromkeys(STATES, 0)
+    for r in await jobs.db.fetch_all("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+        counts[str(r[0])] = int(r[1])
+    for state, count in counts.items():
+        by_state.add_metric([state], count)
+    return [depth, oldest, by_state]
+
+
+async def cache_families(store: Any | None) -> Iterable[Metric]:
+    """The shared cache's size and evictions, as its backend reports them.
+
+    ``store`` offers ``stats()`` with ``size_bytes`` and ``evictions`` (None where the backend
+    cannot tell: diskcache culls without counting). Without a store, the families are
+    declared with no samples, so dashboards and rules keep their names.
+    """
+    size = GaugeMetricFamily("monolith_cache_size_bytes", "Bytes the shared cache holds")
+    evictions = CounterMetricFamily(
+        "monolith_cache_evictions", "Entries the cache backend evicted to stay within its limit"
+    )
+    stats = store.stats() if store is not None else None
+    if stats is not None and getattr(stats, "size_bytes", None) is not None:
+        size.add_metric([], stats.size_bytes)
+    if stats is not None and getattr(stats, "evictions", None) is not None:
+        evictions.add_metric([], stats.evictions)
+    return [size, evictions]
