@@ -11,6 +11,8 @@ import pytest
 
 from tests.services import require_binary
 
+pytestmark = pytest.mark.profile_independent
+
 PROMETHEUS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 
 

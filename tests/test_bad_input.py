@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from litestar.testing import AsyncTestClient
 
-from monolith.db import open_database
-from tests.apphelpers import ADMIN, app_client, make_settings
+from tests.apphelpers import ADMIN, app_client, behind_its_back, make_settings
 
 JSON = {"Content-Type": "application/json", **ADMIN}
 
@@ -118,13 +117,8 @@ async def test_an_unexpected_error_is_a_bare_500_and_logged_with_request_id(
     the body; the trace goes to the log with the request id."""
     import structlog
 
-    db = open_database(make_settings(data_dir).database.url)  # the client's app's database
-    await db.start()
-    try:
-        async with db.transaction() as tx:
-            await tx.execute("ALTER TABLE products RENAME TO products_gone")
-    finally:
-        await db.stop()
+    # make_settings gives the same database again: the client's app's.
+    await behind_its_back(make_settings(data_dir), "ALTER TABLE products RENAME TO products_gone")
     with structlog.testing.capture_logs() as logs:
         r = await client.get("/api/products", headers={"X-Request-ID": "req-42"})
     assert r.status_code == 500

@@ -18,7 +18,13 @@ from tests.services import require_binary, require_postgres, require_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+# The harness sets up every system it measures itself (no test profile applies to it).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.profile_independent,
+]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from monolith import catalog
-from tests.apphelpers import ADMIN, app_client, make_settings
+from tests.apphelpers import ADMIN, app_client, behind_its_back, make_settings
 
 
 @pytest.fixture
@@ -123,17 +123,12 @@ async def test_seed_demo_loads_a_hundred_products_once(
 
 async def test_with_product_caching_off_every_read_is_the_database(data_dir: Path) -> None:
     """MONOLITH_CACHE_PRODUCTS=off: a row changed behind the app's back shows at once."""
-    import sqlite3
-
     settings = make_settings(data_dir, MONOLITH_CACHE_PRODUCTS="off")
     async with app_client(settings) as c:
         r = await c.post("/api/products", json={"name": "Lamp", "price_cents": 5}, headers=ADMIN)
         pid = r.json()["id"]
         assert (await c.get(f"/api/products/{pid}")).json()["price_cents"] == 5
-        conn = sqlite3.connect(data_dir / "monolith.db")
-        conn.execute("UPDATE products SET price_cents = 7 WHERE id = ?", (pid,))
-        conn.commit()
-        conn.close()
+        await behind_its_back(settings, "UPDATE products SET price_cents = 7 WHERE id = ?", (pid,))
         assert (await c.get(f"/api/products/{pid}")).json()["price_cents"] == 7
         page = (await c.get("/api/products")).json()
         assert page["items"][0]["price_cents"] == 7

@@ -22,6 +22,8 @@ from monolith.observability.loopmon import LoopMonitor
 from monolith.observability.metrics import Metrics
 from monolith.web.middleware import RequestContextMiddleware
 
+pytestmark = pytest.mark.profile_independent
+
 
 @get("/blocking/{n:int}")
 async def blocking(n: Annotated[int, Parameter()]) -> dict[str, int]:

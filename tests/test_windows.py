@@ -10,6 +10,8 @@ from monolith.store import windows
 from monolith.store.disk import DiskStore
 from monolith.store.windows import WindowTable
 
+pytestmark = pytest.mark.profile_independent
+
 
 def test_a_window_counts_then_restarts_after_its_period(tmp_path: Path) -> None:
     table = WindowTable(tmp_path / "w.bin")
