@@ -25,6 +25,7 @@ from monolith.cache import HasCache, cached
 from monolith.catalog import HasDatabase
 from monolith.db import Database, Queries, Row
 from monolith.errors import IntegrityViolation
+from monolith.patch import Patch
 
 Role = Literal["user", "admin"]
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254)]
@@ -56,16 +57,9 @@ class Login(msgspec.Struct, forbid_unknown_fields=True):
     password: Annotated[str, msgspec.Meta(max_length=1024)]
 
 
-class ProfilePatch(msgspec.Struct, forbid_unknown_fields=True):
+class ProfilePatch(Patch):
     name: Name | msgspec.UnsetType = msgspec.UNSET
     bio: Bio | msgspec.UnsetType = msgspec.UNSET
-
-    def changes(self) -> dict[str, str]:
-        return {
-            f: getattr(self, f)
-            for f in self.__struct_fields__
-            if getattr(self, f) is not msgspec.UNSET
-        }
 
 
 class User(msgspec.Struct):

@@ -18,6 +18,7 @@ import msgspec
 
 from monolith.cache import HasCache, cached
 from monolith.db import Database, Queries, Row, Transaction
+from monolith.patch import Patch
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Description = Annotated[str, msgspec.Meta(max_length=5000)]
@@ -35,18 +36,11 @@ class ProductIn(msgspec.Struct, forbid_unknown_fields=True):
     stock: Stock = 0
 
 
-class ProductPatch(msgspec.Struct, forbid_unknown_fields=True):
+class ProductPatch(Patch):
     name: Name | msgspec.UnsetType = msgspec.UNSET
     price_cents: Cents | msgspec.UnsetType = msgspec.UNSET
     description: Description | msgspec.UnsetType = msgspec.UNSET
     stock: Stock | msgspec.UnsetType = msgspec.UNSET
-
-    def changes(self) -> dict[str, Any]:
-        return {
-            f: getattr(self, f)
-            for f in self.__struct_fields__
-            if getattr(self, f) is not msgspec.UNSET
-        }
 
 
 class Product(msgspec.Struct):

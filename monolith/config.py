@@ -11,7 +11,7 @@ import re
 import secrets
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -147,10 +147,6 @@ class Settings:
     def worker_metrics_dir(self) -> Path:
         """Where ``monolith worker`` keeps its Prometheus files (must differ from serve's)."""
         return self.metrics_dir or self.data_dir / "metrics-worker"
-
-    def with_overrides(self, **changes: object) -> Settings:
-        """A copy with some top-level fields replaced (for tests and CLI flags)."""
-        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from monolith.cache import Cache
 from monolith.channels import open_channels
@@ -62,8 +62,6 @@ class Services:
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     #: Components started after the database, in order; stopped in reverse.
     components: list[Component] = field(default_factory=list)
-    #: Set by the lifespan when this process is the one that runs jobs and schedules.
-    extras: dict[str, Any] = field(default_factory=dict)
     _started: list[Component] = field(default_factory=list)
 
     async def start(self) -> None:

@@ -58,10 +58,6 @@ class _PageProgress:
             self.bar.finish()
 
 
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
-
-
 def _info(info: backup.BackupInfo) -> dict[str, object]:
     return {
         "path": str(info.path),
