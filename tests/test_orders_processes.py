@@ -20,7 +20,7 @@ import pytest
 
 from tests.server import ServerProcess, base_env
 from tests.test_across_workers import ADMIN, CEILING, sse_on_each_worker
-from tests.test_state_workers import fresh, many, pids
+from tests.test_state_workers import fresh, many, on_both, pids
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +82,7 @@ async def test_200_orders_for_50_units_sell_50_each_confirmed_once(server: Serve
     lamp = new_product(server.url, "Lamp", 50)
     spare = new_product(server.url, "Spare", 5)
     product_url = f"{server.url}/api/products/{lamp}"
-    warm = many(8, "GET", product_url)  # cached now, read through both workers
+    warm = on_both(8, "GET", product_url)  # cached now, read through both workers
     assert {r.json()["stock"] for r in warm} == {50} and len(pids(warm)) == 2
 
     async with AsyncExitStack() as stack:
@@ -119,7 +119,7 @@ async def test_200_orders_for_50_units_sell_50_each_confirmed_once(server: Serve
             *(wait_confirmed(clients[u], oid, deadline) for oid, u in placed.items())
         )
         # No worker serves the stock it cached before the orders.
-        after = many(8, "GET", product_url)
+        after = on_both(8, "GET", product_url)
         assert {r.json()["stock"] for r in after} == {0} and len(pids(after)) == 2
 
         # One more order, confirmed after all the others: once its event is heard, any
@@ -210,12 +210,12 @@ def test_without_a_runner_orders_wait_and_a_worker_process_confirms_them(tmp_pat
     with ServerProcess(data_dir, workers=2, env=env) as web:
         who = account(web.url, "solo@example.com")
         cup = new_product(web.url, "Cup", 3)
-        warm = many(8, "GET", f"{web.url}/api/products/{cup}")
+        warm = on_both(8, "GET", f"{web.url}/api/products/{cup}")
         assert {x.json()["stock"] for x in warm} == {3} and len(pids(warm)) == 2
         r = fresh("POST", f"{web.url}/api/orders", json=one(cup), headers=who)
         assert r.status_code == 201
         url = f"{web.url}/api/orders/{r.json()['id']}"
-        after = many(8, "GET", f"{web.url}/api/products/{cup}")
+        after = on_both(8, "GET", f"{web.url}/api/products/{cup}")
         assert {x.json()["stock"] for x in after} == {2} and len(pids(after)) == 2
         assert fresh("GET", url, headers=who).json()["status"] == "pending"
         with ServerProcess(data_dir, command=("worker",), env=env):

@@ -45,6 +45,20 @@ def pids(responses: list[httpx.Response]) -> set[str]:
     return {r.headers["x-worker-pid"] for r in responses}
 
 
+def on_both(count: int, method: str, url: str, **kwargs: object) -> list[httpx.Response]:
+    """``many`` reads, repeated (at most 10 times) until both workers have answered.
+
+    The kernel spreads new connections over the workers' SO_REUSEPORT listeners by hash, so a
+    handful of connections can all land on one worker; only for requests safe to repeat.
+    """
+    responses: list[httpx.Response] = []
+    for _ in range(10):
+        responses += many(count, method, url, **kwargs)
+        if len(pids(responses)) >= 2:
+            break
+    return responses
+
+
 @pytest.fixture(
     scope="module",
     params=[
