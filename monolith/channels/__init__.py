@@ -18,7 +18,7 @@ from __future__ import annotations
 from litestar.channels.backends.base import ChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
 
-from monolith.db import Database
+from monolith.database.base import Database
 from monolith.errors import ConfigError
 from monolith.state import split_namespace
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monolith.db import Database
+from monolith.database.base import Database
 from monolith.jobqueue.base import JobQueue
 
 
