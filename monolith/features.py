@@ -12,13 +12,16 @@ from litestar.types import ControllerRouterHandler
 
 from monolith import maintenance
 from monolith.accounts import routes as accounts
+from monolith.jobs import REGISTRY
 from monolith.services import Services
 from monolith.shop.catalog import routes as catalog
 from monolith.shop.orders import jobs as order_jobs
 from monolith.shop.orders import routes as orders
 
-#: Modules imported for the jobs and schedules they register.
+#: Modules imported for the jobs and schedules they register (into :data:`REGISTRY`).
 JOB_MODULES = (maintenance, order_jobs)
+
+__all__ = ["JOB_MODULES", "REGISTRY", "routes"]
 
 
 def routes(svc: Services) -> list[ControllerRouterHandler]:

@@ -115,7 +115,7 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
     )
     metrics = Metrics(peers=settings.metrics_peers)
     observability = Observability(settings, db, metrics)
-    store = open_store(settings.cache.url, size_limit_mb=settings.cache.size_limit_mb)
+    store = open_store(settings.store.url, size_limit_mb=settings.store.size_limit_mb)
     channels = open_channels(settings.channels_url, db)
     components = Components(
         settings=settings,

@@ -1,19 +1,7 @@
 """The job component: :class:`Jobs` enqueues and inspects anywhere, and runs jobs where built
-with ``run=True``; :class:`JobContext` is what a job function receives.
-
-    @job("orders.confirm", max_attempts=5, timeout=30)
-    async def confirm(ctx: JobContext) -> None:
-        ...  # ctx.payload, ctx.attempt, ctx.services (typed: JobContext[Components])
-
-    async with svc.db.transaction() as tx:
-        order_id = await insert_order(tx, ...)
-        await svc.jobs.enqueue("orders.confirm", {"order_id": order_id}, tx=tx)
-
-A job accepted by ``enqueue`` is in the database: it runs at least once even if processes die,
-so a job must be safe to run twice. Payloads are JSON (never pickle: a payload crosses
-processes and sits on disk). :class:`Jobs` is the app's component: every process can enqueue
-and inspect; a process built with ``run=True`` also competes in the election, and while it
-leads it runs the runner and the scheduler. This module never touches a connection at import.
+with ``run=True`` (it then competes in the election, and while it leads it runs the runner and
+the scheduler); :class:`JobContext` is what a job function receives. See :mod:`monolith.jobs`
+for how application code uses them. This module never touches a connection at import.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ ProductId = Annotated[int, Parameter(ge=1, le=2**62)]
 def routes(svc: Services) -> list[ControllerRouterHandler]:
     db = svc.db
     admin = [admin_guard(svc)]
-    cache_reads = svc.settings.cache.products  # MONOLITH_CACHE_PRODUCTS=off: the database
+    cache_reads = svc.settings.store.cache_products  # MONOLITH_CACHE_PRODUCTS=off: the database
 
     async def read_product(product_id: int) -> bytes | None:
         if cache_reads:
