@@ -342,6 +342,14 @@ async def migrations_check(db: Database) -> Finding:
     return Finding("migrations", "ok", f"up to date ({len(known)} applied)")
 
 
+async def fence_check(db: Database) -> Finding:
+    """A database fenced by ``monolith migrate-data`` refuses every write."""
+    why = await db.fenced()
+    if why is None:
+        return Finding("database fence", "ok", "writes are open")
+    return Finding("database fence", "problem", f"fenced, every write answers 503: {why}")
+
+
 async def examine(settings: Settings, *, patience: float = 5.0) -> Report:
     """The whole report for these settings (opens backends to ping them, then closes them)."""
     report = Report(settings.env, settings.server.instances, settings.server.workers)
@@ -359,6 +367,7 @@ async def examine(settings: Settings, *, patience: float = 5.0) -> Report:
     try:
         if svc.db in started and all(f.level == "ok" for f in found if "database" in f.check):
             report.checks.append(await migrations_check(svc.db))
+            report.checks.append(await fence_check(svc.db))
     finally:
         for holder in reversed(started):
             try:

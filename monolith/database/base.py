@@ -109,6 +109,10 @@ class Database(Queries):
     def describe(self) -> str:
         """A safe, one-line description (no password) for logs and ``doctor``."""
 
+    async def fenced(self) -> str | None:
+        """Why writes are refused (a move to another database), or None when they are not."""
+        return None
+
     async def backup_to(self, target: Path, progress: BackupProgress | None = None) -> None:
         """An online, consistent copy of the whole database in the file ``target``.
 
