@@ -124,6 +124,10 @@ class Settings:
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     # Where pub/sub lives; empty means "with the database".
     channels_url: str = ""
+    # How long live events are kept for a client resuming with Last-Event-ID (seconds).
+    events_keep: float = 600.0
+    # Where uploads live: file://path (default: $DATA_DIR/media) or s3://bucket/prefix?...
+    media_url: str = ""
     metrics_dir: Path | None = None
     # Other process trees' metric directories that /metrics adds in (monolith worker's).
     metrics_peers: tuple[Path, ...] = ()
@@ -201,6 +205,21 @@ def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> in
     if value < minimum:
         raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
     return value
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*")
+_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(env: Mapping[str, str], key: str, default: float) -> float:
+    """Seconds from ``600``, ``600s``, ``10m``, ``2h`` or ``1d``."""
+    raw = env.get(key, "")
+    if not raw.strip():
+        return default
+    match = _DURATION.fullmatch(raw.lower())
+    if match is None:
+        raise ConfigError(f"{key}: expected a duration like 600, 10m or 2h, got {raw!r}")
+    return float(match[1]) * _UNITS[match[2]]
 
 
 def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
@@ -372,6 +391,8 @@ def load_settings(
             slow_statement_ms=_int(env_map, "MONOLITH_SLOW_STATEMENT_MS", 500, minimum=1),
         ),
         channels_url=env_map.get("MONOLITH_CHANNELS_URL", ""),
+        events_keep=_duration(env_map, "MONOLITH_EVENTS_KEEP", 600.0),
+        media_url=env_map.get("MONOLITH_MEDIA_URL", "").strip(),
         metrics_dir=Path(metrics_dir_raw).absolute() if metrics_dir_raw else None,
         metrics_peers=tuple(
             Path(p.strip()).absolute()

@@ -116,7 +116,7 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
     metrics = Metrics(peers=settings.metrics_peers)
     observability = Observability(settings, db, metrics)
     store = open_store(settings.store.url, size_limit_mb=settings.store.size_limit_mb)
-    channels = open_channels(settings.channels_url, db)
+    channels = open_channels(settings.channels_url, db, keep=settings.events_keep)
     components = Components(
         settings=settings,
         db=db,

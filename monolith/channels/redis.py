@@ -7,13 +7,22 @@ become :class:`~monolith.errors.StateUnavailable`; and the event stream survives
 restart (redis-py reconnects and re-subscribes; the stream waits and retries meanwhile)
 instead of ending and leaving the process's subscribers silent.
 
-Redis pub/sub keeps no history: :meth:`get_history` raises ``NotImplementedError``, as
-Litestar's does. Only this module imports ``redis``.
+Ids and replay: a publish is one Lua script that appends the message to a Redis stream
+(``<prefix>events``, entries older than ``keep`` seconds trimmed as it goes) and publishes
+``<stream id>\n<data>`` on the channel, atomically, so the order of the published messages is
+the order of their ids. A reconnecting client's ``Last-Event-ID`` is a stream id, and
+:meth:`replay` reads the stream after it (``XRANGE``); when the stream's oldest entry is
+younger than that id, something was trimmed and the client starts over.
+
+Redis pub/sub keeps no history of its own: :meth:`get_history` raises ``NotImplementedError``,
+as Litestar's does. Only this module imports ``redis``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from contextlib import aclosing, contextmanager
 
@@ -22,10 +31,26 @@ from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from monolith.channels.message import Message, Replay, unpack
 from monolith.errors import StateUnavailable
 from monolith.state import redact_url
 
 log = structlog.get_logger("monolith.channels")
+
+_STREAM_ID = re.compile(r"(\d+)-(\d+)")
+# KEYS[1] the stream; ARGV: oldest id kept (ms), data, then (channel, prefixed channel) pairs.
+_PUBLISH = """
+for i = 3, #ARGV, 2 do
+  local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', 'c', ARGV[i], 'd', ARGV[2])
+  redis.call('PUBLISH', ARGV[i + 1], id .. '\\n' .. ARGV[2])
+end
+return 1
+"""
+
+
+def _order(stream_id: str) -> tuple[int, int] | None:
+    match = _STREAM_ID.fullmatch(stream_id)
+    return None if match is None else (int(match[1]), int(match[2]))
 
 
 @contextmanager
@@ -42,11 +67,22 @@ class RedisChannelsBackend(RedisChannelsPubSubBackend):
     supports_history = False
     scope = "shared"
 
-    def __init__(self, url: str, *, prefix: str = "monolith:") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "monolith:",
+        keep: float = 600.0,
+        replay_limit: int = 10_000,
+    ) -> None:
         # Building the client connects to nothing; the first command does.
         super().__init__(redis=Redis.from_url(url), key_prefix=prefix)
         self.prefix = prefix
         self.url = url
+        self.keep = keep
+        self.replay_limit = replay_limit
+        self.stream = f"{prefix}events"
+        self._script = self._redis.register_script(_PUBLISH)
 
     def describe(self) -> str:
         return redact_url(self.url)
@@ -70,8 +106,41 @@ class RedisChannelsBackend(RedisChannelsPubSubBackend):
             await self._redis.aclose()
 
     async def publish(self, data: bytes, channels: Iterable[str]) -> None:
+        names = list(dict.fromkeys(channels))
+        if not names:
+            return
+        oldest = int((time.time() - self.keep) * 1000)
+        pairs = [part for name in names for part in (name, self.prefix + name)]
         with _unavailable():
-            await super().publish(data, self._names(channels))
+            await self._script(keys=[self.stream], args=[oldest, bytes(data), *pairs])
+
+    async def replay(self, channels: Iterable[str], after: str) -> Replay:
+        wanted = {name.encode() for name in channels}
+        since = _order(after)
+        with _unavailable():
+            entries = []
+            if since is not None:
+                entries = await self._redis.xrange(
+                    self.stream, f"({after}", "+", count=self.replay_limit
+                )
+            first = await self._redis.xrange(self.stream, "-", "+", count=1)
+            last = await self._redis.xrevrange(self.stream, "+", "-", count=1)
+        head = last[0][0].decode() if last else ""
+        oldest = _order(first[0][0].decode()) if first else None
+        newest = _order(head) if head else None
+        complete = (
+            since is not None
+            and oldest is not None
+            and newest is not None
+            and oldest <= since <= newest
+            and len(entries) < self.replay_limit
+        )
+        messages = [
+            Message(entry_id.decode(), fields[b"c"].decode(), fields[b"d"])
+            for entry_id, fields in entries
+            if fields[b"c"] in wanted
+        ]
+        return Replay(messages if complete else [], complete, head)
 
     async def subscribe(self, channels: Iterable[str]) -> None:
         with _unavailable():
@@ -82,13 +151,17 @@ class RedisChannelsBackend(RedisChannelsPubSubBackend):
             await super().unsubscribe(self._names(channels))
 
     async def stream_events(self) -> AsyncGenerator[tuple[str, bytes], None]:
+        async for message in self.stream_messages():
+            yield message.channel, message.data
+
+    async def stream_messages(self) -> AsyncGenerator[Message, None]:
         failures = 0
         while True:
             try:
                 async with aclosing(super().stream_events()) as events:
-                    async for channel, data in events:
+                    async for channel, wire in events:
                         failures = 0
-                        yield channel.removeprefix(self.prefix), data
+                        yield unpack(channel.removeprefix(self.prefix), wire)
             except RedisError as exc:
                 failures += 1
                 log.warning("redis pub/sub stream failed; retrying", error=str(exc))
