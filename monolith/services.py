@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from monolith import fingerprint
 from monolith.cache import Cache
 from monolith.channels import open_channels
 from monolith.config import Settings
@@ -94,6 +95,7 @@ class Services(Components):
         for component in self.components:
             await component.start()
             self._started.append(component)
+        await fingerprint.check_at_start(self.store, self.db)
 
     async def stop(self) -> None:
         while self._started:
@@ -130,7 +132,7 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
             secure=settings.production,
         ),
         events=EventHub(channels),
-        media=open_media(settings.media_dir),
+        media=open_media(settings.media_dir, settings.media_url),
     )
     jobs: Jobs[Components] = Jobs(
         db,

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "monolith.logs",
             "monolith.state",
             "monolith.patch",
+            "monolith.s3url",
         ),
     ),
     (
@@ -60,6 +61,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "monolith.sessions",
             "monolith.ratelimit",
             "monolith.events",
+            "monolith.fingerprint",
         ),
     ),
     ("components", ("monolith.services",)),

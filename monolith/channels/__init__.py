@@ -96,7 +96,7 @@ def scope(backend: ChannelsBackend) -> str:
     return str(getattr(backend, "scope", "process"))
 
 
-def namespace(backend: ChannelsBackend) -> str:
+def namespace(backend: object) -> str:
     """Where the backend's channel names live, for ``doctor`` (a Redis prefix, a database)."""
     prefix = getattr(backend, "prefix", None)
     if prefix:

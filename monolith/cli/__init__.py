@@ -15,10 +15,12 @@ from monolith import __version__
 from monolith.cli import (
     accounts,
     backup,
+    cache,
     database,
     db,
     doctor,
     jobs,
+    media,
     migrate_data,
     server,
     worker,
@@ -26,7 +28,19 @@ from monolith.cli import (
 from monolith.errors import MonolithError
 
 #: Command groups, in the order ``--help`` lists them.
-GROUPS = [server, worker, database, db, accounts, jobs, backup, migrate_data, doctor]
+GROUPS = [
+    server,
+    worker,
+    database,
+    db,
+    accounts,
+    jobs,
+    backup,
+    migrate_data,
+    media,
+    cache,
+    doctor,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
