@@ -50,6 +50,7 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.event_latency
 
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench.run --smoke

@@ -30,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--orders", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=1000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MONOLITH_DATA_DIR": tmp, "MONOLITH_ENV": "test"}
@@ -61,7 +62,15 @@ def main() -> None:
         try:
             started = time.monotonic()
             done = subprocess.run(
-                [*cmd, "migrate-data", "--to", f"{PG}/{name}", "--json"],
+                [
+                    *cmd,
+                    "migrate-data",
+                    "--to",
+                    f"{PG}/{name}",
+                    "--json",
+                    "--batch",
+                    str(args.batch),
+                ],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -70,6 +79,7 @@ def main() -> None:
             total = time.monotonic() - started
             report = json.loads(done.stdout)
             rows = sum(t["source_rows"] for t in report["tables"])
+            print(done.stderr.strip())
             print(
                 f"{rows} rows: writes refused for {report['fenced_seconds']:.1f} s "
                 f"(whole command {total:.1f} s, ok={report['ok']})"

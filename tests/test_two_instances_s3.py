@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
+from websockets.asyncio.client import connect
 
 from monolith.media import new_key
 from tests.caddy import Caddy, start_caddy, stop_caddy
@@ -256,6 +257,13 @@ async def test_a_client_away_for_20_events_gets_exactly_those_from_the_other_ins
     stocks = [json.loads(e.data)["product"]["stock"] for e in missed]
     assert stocks == [98 - n for n in range(20)]
     assert len({e.id for e in missed}) == 20 and all(e.event == "message" for e in missed)
+    # WebSocket clients resume the same way with ?since=, the ids in the JSON.
+    ws_url = deployment.url("b").replace("http://", "ws://") + "/ws/events"
+    async with connect(f"{ws_url}?channels=products&since={seen.id}", open_timeout=CEILING) as ws:
+        assert json.loads(await ws.recv())["type"] == "hello"
+        replayed = [json.loads(await ws.recv()) for _ in range(20)]
+    assert [e["event_id"] for e in replayed] == [e.id for e in missed]
+    assert [e["product"]["stock"] for e in replayed] == stocks
     # An id nobody gave out: an explicit reset.
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="lift the source's write fence (a move that is abandoned); copies nothing",
     )
     p.add_argument(
-        "--batch", type=int, default=1000, metavar="N", help="rows per batch (default 1000)"
+        "--batch", type=int, default=10_000, metavar="N", help="rows per batch (default 10000)"
     )
     add_json_flag(p)
     p.set_defaults(func=cmd_migrate_data)

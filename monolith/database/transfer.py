@@ -104,7 +104,7 @@ async def copy_tables(
             async for rows in source.batches(plan, size):
                 for row in rows:
                     summer.add(row)
-                await tx.execute_many(plan.insert, rows)
+                await tx.copy_rows(plan.name, plan.columns, rows)
                 if progress is not None:
                     progress.advance(len(rows))
             sums[plan.name] = summer.result()
@@ -180,7 +180,7 @@ async def move(
     *,
     force: bool = False,
     verify_only: bool = False,
-    batch: int = 1000,
+    batch: int = 10_000,
     progress: ProgressFactory = _quiet,
 ) -> Outcome:
     """Copy (unless ``verify_only``) and verify; raises :class:`TransferError` when refused.

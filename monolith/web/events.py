@@ -12,7 +12,8 @@ Resume: every SSE event has an ``id:``; a client reconnecting with ``Last-Event-
 ``EventSource`` sends it by itself) first gets every event it missed, in order, while they are
 kept (``MONOLITH_EVENTS_KEEP``), or an ``event: reset`` (``{"type": "reset"}``) when some are
 gone: it should reload what it shows. WebSocket messages carry the id in the JSON
-(``{"id": "...", "type": ...}``) and ``?since=ID`` does the same as ``Last-Event-ID``.
+(``{"event_id": "...", "type": ...}``; ``id`` stays the product's or order's), and
+``?since=ID`` does what ``Last-Event-ID`` does.
 
 Who hears what: order events reach only their owner's connections and admins (a signed-in
 admin, or the admin token); anonymous clients get product events only.
@@ -73,10 +74,10 @@ async def catch_up(
 
 
 def with_id(event: Event) -> str:
-    """The event's JSON with its id as the first field (for WebSocket messages)."""
+    """The event's JSON with its id first, as ``event_id`` (for WebSocket messages)."""
     body = event.data.strip()
     inner = body[1:-1].strip() if body.startswith(b"{") and body.endswith(b"}") else b""
-    head = msgspec.json.encode({"id": event.id})[:-1]
+    head = msgspec.json.encode({"event_id": event.id})[:-1]
     return (head + (b"," + inner if inner else b"") + b"}").decode()
 
 
