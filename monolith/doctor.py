@@ -101,7 +101,8 @@ CATALOGUE: tuple[StateSpec, ...] = (
     StateSpec(
         "uploads",
         "a file uploaded through one instance is a 404 on the other",
-        "the media directory on a network filesystem that every instance mounts",
+        "MONOLITH_MEDIA_URL=s3://BUCKET/PREFIX?endpoint=... (a bucket every instance reads), "
+        "or the media directory on a network filesystem that every instance mounts",
     ),
     StateSpec(
         "metrics",

@@ -92,8 +92,9 @@ def envelope(channel: str, event: Any, audience: int | None) -> bytes:
 def open_envelope(message: Message, viewer: Viewer) -> Event | None:
     """The event in ``message`` if ``viewer`` may see it."""
     audience, sep, data = message.data.partition(b"\n")
-    if not sep:  # published without an envelope (by hand): public
-        audience, data = _EVERYONE, message.data
+    if not sep:  # published without an envelope (by hand, or before envelopes existed)
+        audience = _ADMINS if message.channel in PRIVATE else _EVERYONE
+        data = message.data
     if not viewer.may_see(audience):
         return None
     return Event(message.id, message.channel, data)
