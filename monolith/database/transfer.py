@@ -209,6 +209,7 @@ async def move(
                         f"the target already holds data (tables {', '.join(busy)}); "
                         "pass --force to replace it"
                     )
+        fenced_at = time.monotonic()
         if verify_only:
             sums = await _read_source(source_path, plans, batch, progress)
         else:
@@ -218,7 +219,7 @@ async def move(
         bar.finish()
         outcome.checks = [TableCheck(p.name, sums[p.name], found[p.name]) for p in plans]
         if outcome.fenced:
-            outcome.fenced_seconds = time.monotonic() - outcome.fenced_seconds
+            outcome.fenced_seconds = time.monotonic() - fenced_at
             if outcome.ok:
                 await fence.put_up(source_path, fence.moved_message(outcome.target))
         return outcome
@@ -250,7 +251,7 @@ async def _fenced_copy(
     again and the app writes on SQLite as before.
     """
     await fence.put_up(path)
-    outcome.fenced, outcome.fenced_seconds = True, time.monotonic()
+    outcome.fenced = True
     try:
         async with SQLiteSource(path) as source:
             bar = progress("copying", sum([await source.count(p.name) for p in plans]))
