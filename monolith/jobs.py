@@ -12,19 +12,21 @@ with :meth:`Jobs.enqueue` (inside the caller's transaction when given ``tx``).
 A job accepted by ``enqueue`` is in the database: it runs at least once even if processes die,
 so a job must be safe to run twice. Payloads are JSON (never pickle: a payload crosses
 processes and sits on disk). :class:`Jobs` is the app's component: every process can enqueue
-and inspect; a process built with ``run=True`` also competes in the election, and while it
-leads it runs the runner and the scheduler. This module never touches a connection at import.
+and inspect; a process built with ``run=True`` runs jobs (on PostgreSQL every such process, on
+SQLite by default the elected one: ``MONOLITH_JOBS_RUNNERS``) and competes in the election,
+whose winner runs the scheduler. This module never touches a connection at import.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,6 +57,9 @@ class JobContext:
     unique_key: str | None
     jobs: Jobs
     services: Any
+    #: Set when the job is cancelled (``monolith jobs cancel ID``): a long job checks it (or
+    #: waits on it) and returns; one that does not is stopped a few seconds later.
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 JobFunction = Callable[[JobContext], Awaitable[Any]]
@@ -73,6 +78,8 @@ class JobSpec:
     concurrency: int | None = None
     # The first retry waits about this long; each further one twice as long, with jitter.
     backoff: float = 2.0
+    # A succeeded job keeps its unique key this many seconds (None: free at once).
+    unique_for: float | None = None
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before attempt ``attempt + 1``: exponential, capped, jittered (0.5x-1.5x)."""
@@ -97,6 +104,8 @@ class Registry:
     def __init__(self) -> None:
         self.jobs: dict[str, JobSpec] = {}
         self.schedules: dict[str, Schedule] = {}
+        #: Per-queue caps on jobs running at once everywhere (settings may override them).
+        self.queue_limits: dict[str, int] = {}
 
     def job(
         self,
@@ -107,16 +116,25 @@ class Registry:
         queue: str = "default",
         concurrency: int | None = None,
         backoff: float = 2.0,
+        unique_for: float | None = None,
     ) -> Callable[[JobFunction], JobFunction]:
-        """Register an async function as the job ``name``."""
+        """Register an async function as the job ``name`` (in ``queue``)."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
 
         def register(fn: JobFunction) -> JobFunction:
-            self.jobs[name] = JobSpec(name, fn, max_attempts, timeout, queue, concurrency, backoff)
+            self.jobs[name] = JobSpec(
+                name, fn, max_attempts, timeout, queue, concurrency, backoff, unique_for
+            )
             return fn
 
         return register
+
+    def queue(self, name: str, *, limit: int) -> None:
+        """Cap the jobs of queue ``name`` running at once across every runner."""
+        if limit < 1:
+            raise ValueError("a queue's limit must be at least 1")
+        self.queue_limits[name] = limit
 
     def schedule(
         self,
@@ -147,6 +165,7 @@ class Registry:
 REGISTRY = Registry()
 job = REGISTRY.job
 schedule = REGISTRY.schedule
+queue = REGISTRY.queue
 
 
 def runner_id() -> str:
@@ -199,8 +218,10 @@ class Jobs:
 
     def load_modules(self) -> None:
         """Import the app's jobs and the configured modules so their ``@job``s register."""
-        for module in ("monolith.tasks", *self.settings.modules):
+        for module in ("monolith.tasks", "monolith.jobqueue.pruning", *self.settings.modules):
             importlib.import_module(module)
+        if "jobs.prune" in self.registry.jobs:  # the queue's retention, on its own schedule
+            self.registry.schedule("jobs.prune", "jobs.prune", every=self.settings.prune_seconds)
 
     async def start(self) -> None:
         if self._queue is not None:
@@ -224,8 +245,22 @@ class Jobs:
 
     @property
     def leading(self) -> bool:
-        """Whether this process runs the runner and scheduler right now."""
+        """Whether this process won the election (it runs the scheduler) right now."""
         return self._host is not None and self._host.leading
+
+    @property
+    def running_jobs(self) -> bool:
+        """Whether this process's runner claims and runs jobs right now."""
+        return self._host is not None and self._host.runner is not None
+
+    def queue_limits(self) -> dict[str, int]:
+        """Per-queue caps: the registry's, replaced by the settings' one by one."""
+        return {**self.registry.queue_limits, **self.settings.queue_limits}
+
+    def queue_names(self) -> list[str]:
+        """Every queue a registered job names or a cap mentions."""
+        named = {spec.queue for spec in self.registry.jobs.values()}
+        return sorted(named | set(self.queue_limits()))
 
     def new_job(
         self,
@@ -235,6 +270,7 @@ class Jobs:
         delay: float | None = None,
         priority: int = 0,
         unique_key: str | None = None,
+        unique_for: float | None = None,
     ) -> NewJob:
         spec = self.registry.get(name)
         return NewJob(
@@ -245,6 +281,7 @@ class Jobs:
             priority=priority,
             max_attempts=spec.max_attempts,
             unique_key=unique_key,
+            unique_for=spec.unique_for if unique_for is None else unique_for,
         )
 
     async def enqueue(
@@ -255,14 +292,24 @@ class Jobs:
         delay: float | None = None,
         priority: int = 0,
         unique_key: str | None = None,
+        unique_for: float | None = None,
         tx: Transaction | None = None,
     ) -> int | None:
         """Add a job; its id, or None when ``unique_key`` is already held by another job.
 
         With ``tx`` the job commits or rolls back with the caller's transaction. Higher
-        ``priority`` runs first; ``delay`` is in seconds.
+        ``priority`` runs first; ``delay`` is in seconds. A unique key is held while its job
+        is queued or running, and after success for ``unique_for`` seconds (default: the
+        job's ``@job(unique_for=...)``); a failed or cancelled job does not hold it.
         """
-        new = self.new_job(name, payload, delay=delay, priority=priority, unique_key=unique_key)
+        new = self.new_job(
+            name,
+            payload,
+            delay=delay,
+            priority=priority,
+            unique_key=unique_key,
+            unique_for=unique_for,
+        )
         job_id = await self.queue.add(new, tx=tx)
         if job_id is not None:
             self._count_enqueued(name, 1, tx)

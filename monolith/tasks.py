@@ -4,7 +4,8 @@
   runner runs (``monolith jobs enqueue ops.ping``) and for load tests.
 - ``ops.demo``: a job an admin can trigger to see one go through; logs its payload.
 - ``maintenance.cleanup`` (every 5 minutes): calls ``cleanup()`` on every app component that
-  has one (the cache, the session store...) and forgets old ``done`` job records.
+  has one (the cache, the session store...). Finished jobs are pruned by the queue's own
+  ``jobs.prune`` (:mod:`monolith.jobqueue.pruning`).
 - ``maintenance.optimize`` (daily): refreshes the query planner's statistics.
 - ``orders.confirm``: enqueued with each order, in the transaction that places it; moves the
   order to ``confirmed`` (once, however often it runs), publishes ``order.confirmed`` on the
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -29,11 +29,6 @@ from monolith import catalog, orders
 from monolith.jobs import JobContext, job, schedule
 
 log = structlog.get_logger("monolith.tasks")
-
-#: How long a succeeded job with a unique key keeps deduplicating that key.
-KEEP_DONE_SECONDS = 24 * 3600
-#: A runner silent this long is forgotten by ``jobs stats``.
-FORGET_RUNNER_SECONDS = 3600
 
 
 @runtime_checkable
@@ -69,11 +64,6 @@ async def cleanup(ctx: JobContext) -> None:
         if isinstance(part, Cleanable):
             result = await part.cleanup()
             log.info("cleaned up", component=type(part).__name__, result=result)
-    now = time.time()
-    pruned = await ctx.jobs.queue.prune(
-        done_older_than=now - KEEP_DONE_SECONDS, runners_older_than=now - FORGET_RUNNER_SECONDS
-    )
-    log.info("pruned done jobs", count=pruned)
 
 
 @job("maintenance.optimize", max_attempts=2, timeout=1800, concurrency=1)
