@@ -36,7 +36,7 @@ from monolith.config import JobSettings
 from monolith.db import Database, Transaction
 from monolith.errors import NotStarted, StateUnavailable, UnknownJob
 from monolith.jobqueue import open_queue
-from monolith.jobqueue.base import JobQueue, NewJob, QueueStats
+from monolith.jobqueue.base import STATES, JobQueue, NewJob, QueueStats
 from monolith.state import HoldsState
 
 #: A due job waiting longer than this with no runner progress makes the app unready.
@@ -257,10 +257,22 @@ class Jobs:
         """Per-queue caps: the registry's, replaced by the settings' one by one."""
         return {**self.registry.queue_limits, **self.settings.queue_limits}
 
-    def queue_names(self) -> list[str]:
-        """Every queue a registered job names or a cap mentions."""
-        named = {spec.queue for spec in self.registry.jobs.values()}
-        return sorted(named | set(self.queue_limits()))
+    async def queues(self) -> list[dict[str, Any]]:
+        """Every queue a job names, a cap mentions, holding jobs or ever paused: by name,
+        ``{name, paused, limit, counts}`` (``limit`` None: no cap)."""
+        limits = self.queue_limits()
+        states = {q.name: q for q in await self.queue.queue_states()}
+        named = {spec.queue for spec in self.registry.jobs.values()} | set(limits) | set(states)
+        empty = dict.fromkeys(STATES, 0)
+        return [
+            {
+                "name": name,
+                "paused": name in states and states[name].paused,
+                "limit": limits.get(name),
+                "counts": states[name].counts if name in states else dict(empty),
+            }
+            for name in sorted(named)
+        ]
 
     def new_job(
         self,
