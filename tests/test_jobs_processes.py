@@ -92,8 +92,7 @@ def eventually(check: Callable[[], bool], within: float, what: str) -> None:
 def queue_empty(data_dir: Path) -> Callable[[], bool]:
     """Nothing left to run (finished jobs stay in the table for the retention period)."""
     return lambda: (
-        query(data_dir, "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")[0][0]
-        == 0
+        query(data_dir, "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")[0][0] == 0
     )
 
 

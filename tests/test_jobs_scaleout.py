@@ -194,14 +194,8 @@ def test_a_timeout_ends_a_job_that_does_not_listen(app: App) -> None:
     [timed_out, cancelled] = [app.enqueue("test.deaf")[0] for _ in range(2)]
     worker = app.worker()
     try:
-        started = lambda: (
-            {r[0] for r in app.lines("events.log")}
-            == {  # noqa: E731
-                str(timed_out),
-                str(cancelled),
-            }
-        )
-        eventually(started, 60, "both started")
+        both = {str(timed_out), str(cancelled)}
+        eventually(lambda: {r[0] for r in app.lines("events.log")} == both, 60, "both started")
         app.cli("cancel", str(cancelled))
         ended = {"failed", "cancelled"}
         eventually(

@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enq.set_defaults(func=cmd_enqueue)
 
 
-def _with_jobs(action: Callable[[Jobs], Awaitable[Any]]) -> Any:
+def _with_jobs(action: Callable[[Jobs[Any]], Awaitable[Any]]) -> Any:
     settings = settings_from_env()
 
     async def go() -> Any:
@@ -110,7 +110,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    async def collect(jobs: Jobs) -> dict[str, Any]:
+    async def collect(jobs: Jobs[Any]) -> dict[str, Any]:
         stats = await jobs.queue.stats()
         healthy, reason = await jobs.health()
         return {
@@ -148,7 +148,7 @@ def _runner(r: Any) -> dict[str, Any]:
     return {name: getattr(r, name) for name in r.__slots__}
 
 
-_REPAIRS: dict[str, tuple[str, Callable[[Jobs, int], Awaitable[Job | None]]]] = {
+_REPAIRS: dict[str, tuple[str, Callable[[Jobs[Any], int], Awaitable[Job | None]]]] = {
     "retry": ("retried", lambda jobs, job_id: jobs.queue.retry(job_id)),
     "discard": ("discarded", lambda jobs, job_id: jobs.queue.discard(job_id)),
     "cancel": ("cancelled", lambda jobs, job_id: jobs.queue.cancel(job_id)),
@@ -158,7 +158,7 @@ _REPAIRS: dict[str, tuple[str, Callable[[Jobs, int], Awaitable[Job | None]]]] = 
 def _repair(args: argparse.Namespace, verb: str) -> int:
     past, action = _REPAIRS[verb]
 
-    async def act(jobs: Jobs) -> tuple[Job | None, Job | None]:
+    async def act(jobs: Jobs[Any]) -> tuple[Job | None, Job | None]:
         done = await action(jobs, args.id)
         return done, (None if done else await jobs.queue.get(args.id))
 
@@ -191,7 +191,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_queues(args: argparse.Namespace) -> int:
-    async def collect(jobs: Jobs) -> list[dict[str, Any]]:
+    async def collect(jobs: Jobs[Any]) -> list[dict[str, Any]]:
         return await jobs.queues()
 
     def human(rows: list[dict[str, Any]]) -> str:
@@ -212,7 +212,7 @@ def _pause(args: argparse.Namespace, paused: bool) -> int:
     if not queue or len(queue) > 200:
         return fail("jobs pause" if paused else "jobs resume", "QUEUE must be 1-200 characters")
 
-    async def act(jobs: Jobs) -> None:
+    async def act(jobs: Jobs[Any]) -> None:
         await jobs.queue.pause(queue, paused)
 
     _with_jobs(act)
@@ -237,7 +237,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     if args.count < 1:
         return fail("jobs enqueue", "--count must be at least 1")
 
-    async def add(jobs: Jobs) -> list[int | None]:
+    async def add(jobs: Jobs[Any]) -> list[int | None]:
         jobs.registry.get(args.name)  # unknown names fail before anything is written
         ids: list[int | None] = []
         async with jobs.db.transaction() as tx:

@@ -19,6 +19,7 @@ import signal
 
 from monolith.cli.common import fail, run, settings_from_env
 from monolith.logs import get_logger
+from monolith.observability.metrics import enable_multiprocess
 from monolith.services import build_services
 
 log = get_logger("monolith.worker")
@@ -37,8 +38,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from monolith.observability.metrics import enable_multiprocess
-
     settings = settings_from_env(service=True)
     if args.queues is not None:
         queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())

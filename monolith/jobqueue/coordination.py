@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import ClassVar
 
-from monolith.db import Transaction
+from monolith.database.base import Transaction
 
 # sockaddr_un holds 108 bytes on Linux; a wake folder whose socket names would not fit goes
 # to the temporary directory. A socket's name: "<pid>-<8 hex digits>".

@@ -18,22 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
 
 import structlog
 
+from monolith.jobqueue.registry import JobsHandle, runner_id
 from monolith.jobqueue.runner import Runner
 from monolith.jobqueue.scheduler import Scheduler
-
-if TYPE_CHECKING:
-    from monolith.jobs import Jobs
 
 log = structlog.get_logger("monolith.jobs")
 
 RETRY_SECONDS = 1.0
 
 
-def every_process_runs(jobs: Jobs) -> bool:
+def every_process_runs(jobs: JobsHandle) -> bool:
     """Whether each job-running process runs jobs (else only the elected one)."""
     mode = jobs.settings.runners
     if mode == "auto":
@@ -42,7 +39,7 @@ def every_process_runs(jobs: Jobs) -> bool:
 
 
 class JobHost:
-    def __init__(self, jobs: Jobs, *, retry: float = RETRY_SECONDS) -> None:
+    def __init__(self, jobs: JobsHandle, *, retry: float = RETRY_SECONDS) -> None:
         self.jobs = jobs
         self.retry = retry
         self.election = jobs.queue.election()
@@ -97,8 +94,6 @@ class JobHost:
             raise
 
     async def _start_runner(self) -> None:
-        from monolith.jobs import runner_id
-
         runner = Runner(self.jobs, runner_id())
         await runner.start()
         self.runner = runner

@@ -1,6 +1,6 @@
 """The queue's own housekeeping job, ``jobs.prune``: forget finished jobs past the retention.
 
-Loaded by :meth:`monolith.jobs.Jobs.load_modules`; its schedule fires every
+Registered when :mod:`monolith.jobqueue.component` is imported; its schedule fires every
 ``MONOLITH_JOBS_PRUNE_EVERY`` (default 5 minutes) and it deletes ``done`` and ``cancelled``
 jobs that ended more than ``MONOLITH_JOBS_KEEP`` ago (default 1 day), as Oban's pruner and
 Solid Queue's ``clear_finished_jobs_after`` do, plus runners silent for an hour. ``failed``
@@ -11,10 +11,11 @@ lets an old id name a new job.
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 import structlog
 
-from monolith.jobs import JobContext, job
+from monolith.jobqueue.registry import JobsHandle, job
 
 log = structlog.get_logger("monolith.jobs")
 
@@ -23,8 +24,15 @@ PRUNE_JOB = "jobs.prune"
 FORGET_RUNNER_SECONDS = 3600
 
 
+class PruneContext(Protocol):
+    """What the prune job uses of its :class:`~monolith.jobqueue.component.JobContext`."""
+
+    @property
+    def jobs(self) -> JobsHandle: ...
+
+
 @job(PRUNE_JOB, max_attempts=3, timeout=600, concurrency=1)
-async def prune(ctx: JobContext) -> None:
+async def prune(ctx: PruneContext) -> None:
     now = time.time()
     pruned = await ctx.jobs.queue.prune(
         finished_before=now - ctx.jobs.settings.keep_seconds,

@@ -27,17 +27,13 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
-import msgspec
 import structlog
 
 from monolith.errors import StateUnavailable, UnknownJob
 from monolith.jobqueue.base import Job, Limits, Outcome, RunnerInfo
-from monolith.jobs import JobContext
-
-if TYPE_CHECKING:
-    from monolith.jobs import Jobs
+from monolith.jobqueue.registry import JobsHandle
 
 log = structlog.get_logger("monolith.jobs")
 T = TypeVar("T")
@@ -50,7 +46,7 @@ CANCEL_GRACE = 5.0
 
 
 class Runner:
-    def __init__(self, jobs: Jobs, worker: str) -> None:
+    def __init__(self, jobs: JobsHandle, worker: str) -> None:
         self.jobs = jobs
         self.queue = jobs.queue
         self.id = worker
@@ -65,7 +61,7 @@ class Runner:
         self.completed = 0
         self._in_hand: dict[int, asyncio.Task[None]] = {}
         self._started: dict[int, float] = {}  # job id -> perf_counter when its run began
-        self._contexts: dict[int, JobContext] = {}
+        self._cancels: dict[int, asyncio.Event] = {}  # job id -> its ctx.cancelled
         self._stopping_jobs: set[int] = set()  # told to stop and past the grace: cancelled
         self._outcomes: list[Outcome] = []
         self._slot_free = asyncio.Event()
@@ -152,46 +148,36 @@ class Runner:
                 # Perhaps a newer release enqueued it: keep it for a process that knows it.
                 self._failed(job, str(exc), lambda attempt: 60.0 * attempt)
                 return
-            ctx: JobContext | None = None
+            cancelled = self._cancels[job.id] = asyncio.Event()
             try:
-                ctx = JobContext(
-                    id=job.id,
-                    name=job.name,
-                    attempt=job.attempts,
-                    max_attempts=job.max_attempts,
-                    payload=msgspec.json.decode(job.payload),
-                    unique_key=job.unique_key,
-                    jobs=self.jobs,
-                    services=self.jobs.services,
-                )
-                self._contexts[job.id] = ctx
+                ctx = self.jobs.context(job, cancelled)
                 async with asyncio.timeout(spec.timeout):
                     await spec.fn(ctx)
             except TimeoutError:
-                if not self._was_cancelled(job, ctx, f"it timed out after {spec.timeout:g}s"):
+                if not self._was_cancelled(job, cancelled, f"it timed out after {spec.timeout:g}s"):
                     self._failed(job, f"timed out after {spec.timeout:g}s", spec.retry_delay)
             except asyncio.CancelledError:
                 if job.id not in self._stopping_jobs:
                     raise  # the runner is stopping past its grace: the release hands it back
-                self._was_cancelled(job, ctx, f"it did not return within {CANCEL_GRACE:g}s")
+                self._was_cancelled(job, cancelled, f"it did not return within {CANCEL_GRACE:g}s")
             except Exception as exc:
-                if not self._was_cancelled(job, ctx, f"{type(exc).__name__}: {exc}"):
+                if not self._was_cancelled(job, cancelled, f"{type(exc).__name__}: {exc}"):
                     self._failed(job, f"{type(exc).__name__}: {exc}", spec.retry_delay)
             else:
-                if not self._was_cancelled(job, ctx, "it returned"):
+                if not self._was_cancelled(job, cancelled, "it returned"):
                     self._done(Outcome(job.id), job)
                     self._count(job, "succeeded")
         finally:
             # Cancelled (stopping past the grace): no outcome; the release hands it back.
             self._started.pop(job.id, None)
-            self._contexts.pop(job.id, None)
+            self._cancels.pop(job.id, None)
             self._stopping_jobs.discard(job.id)
             del self._in_hand[job.id]
             self._slot_free.set()
 
-    def _was_cancelled(self, job: Job, ctx: JobContext | None, how: str) -> bool:
+    def _was_cancelled(self, job: Job, cancelled: asyncio.Event, how: str) -> bool:
         """Record ``job`` as cancelled if it was told to stop; whether it was."""
-        if ctx is None or not ctx.cancelled.is_set():
+        if not cancelled.is_set():
             return False
         log.info("job cancelled", job=job.id, name=job.name, how=how)
         self._done(Outcome(job.id, error=f"cancelled ({how})", cancelled=True), job)
@@ -203,7 +189,7 @@ class Runner:
     async def _cancel_loop(self) -> None:
         while True:
             await asyncio.sleep(_CANCEL_POLL)
-            if not self._contexts:
+            if not self._cancels:
                 continue
             try:
                 ids = await self.queue.cancels_for(self.id)
@@ -211,15 +197,15 @@ class Runner:
                 log.warning("cannot look for cancels", error=str(exc) or type(exc).__name__)
                 continue
             for job_id in ids:
-                ctx = self._contexts.get(job_id)
-                if ctx is not None and not ctx.cancelled.is_set():
-                    ctx.cancelled.set()
+                event = self._cancels.get(job_id)
+                if event is not None and not event.is_set():
+                    event.set()
                     asyncio.get_running_loop().call_later(CANCEL_GRACE, self._stop_job, job_id)
 
     def _stop_job(self, job_id: int) -> None:
         """A job told to stop that is still running after the grace: cancel its task."""
         task = self._in_hand.get(job_id)
-        if task is not None and job_id in self._contexts:
+        if task is not None and job_id in self._cancels:
             self._stopping_jobs.add(job_id)
             task.cancel()
 
