@@ -68,6 +68,8 @@ class JobSettings:
     keep_seconds: float = 86400.0
     # How often the prune schedule runs.
     prune_seconds: float = 300.0
+    # A running job told to stop that has not returned after this long is stopped.
+    cancel_grace_seconds: float = 5.0
     # The queues this process's runner takes jobs from (empty: every queue).
     queues: tuple[str, ...] = ()
     # Jobs of a queue running at once across every runner (a queue not named: no cap).
@@ -404,6 +406,7 @@ def load_settings(
         modules=_names(env_map.get("MONOLITH_JOBS_MODULES", "")),
         keep_seconds=_duration(env_map, "MONOLITH_JOBS_KEEP", 86400.0),
         prune_seconds=_duration(env_map, "MONOLITH_JOBS_PRUNE_EVERY", 300.0, minimum=0.1),
+        cancel_grace_seconds=_duration(env_map, "MONOLITH_JOBS_CANCEL_GRACE", 5.0),
         queues=_names(env_map.get("MONOLITH_JOBS_QUEUES", "")),
         queue_limits=parse_queue_limits(env_map.get("MONOLITH_JOBS_QUEUE_LIMITS", "")),
         runners=_choice(  # type: ignore[arg-type]

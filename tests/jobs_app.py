@@ -79,6 +79,13 @@ async def deaf(ctx: JobContext) -> None:
     await asyncio.sleep(120)
 
 
+@job("test.deaf_slow", max_attempts=3, timeout=8)
+async def deaf_slow(ctx: JobContext) -> None:
+    """Never looks at ``ctx.cancelled``; its 8 s timeout ends it."""
+    _append(ctx, "events.log", f"{ctx.id} started")
+    await asyncio.sleep(120)
+
+
 @job("test.once", max_attempts=1, timeout=60)
 async def once(ctx: JobContext) -> None:
     """One attempt; appends ``"<id> <pid> started"`` and, after ``sleep``, ``finished``."""

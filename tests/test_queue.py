@@ -390,3 +390,22 @@ async def test_only_one_process_leads_until_it_steps_down(queue: JobQueue, other
     finally:
         await first.release()
         await second.release()
+
+
+async def test_a_job_asked_to_stop_that_fails_anyway_ends_cancelled(queue: JobQueue) -> None:
+    retrying, failing = await queue.add(new()), await queue.add(new(max_attempts=1))
+    await queue.claim("w", 10, lease=30)
+    for job_id in (retrying, failing):
+        await queue.cancel(job_id)  # type: ignore[arg-type]
+    await queue.finish(
+        "w",
+        [
+            Outcome(retrying, error="boom", retry_at=time.time()),  # type: ignore[arg-type]
+            Outcome(failing, error="boom"),  # type: ignore[arg-type]
+        ],
+    )
+    for job_id in (retrying, failing):
+        job = await queue.get(job_id)  # type: ignore[arg-type]
+        assert job is not None
+        assert (job.state, job.last_error) == ("cancelled", "boom")
+        assert job.finished_at is not None

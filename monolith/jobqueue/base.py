@@ -388,7 +388,7 @@ class JobQueue(abc.ABC):
         now = time.time()
         done = [o.id for o in outcomes if o.error is None and not o.cancelled]
         retry = [
-            (o.retry_at, o.error, now, o.id, worker)
+            (o.retry_at, o.error, now, now, o.id, worker)
             for o in outcomes
             if o.error and o.retry_at and not o.cancelled
         ]
@@ -406,16 +406,23 @@ class JobQueue(abc.ABC):
                     f"THEN unique_hold END WHERE {cond} AND worker = ? AND state = 'running'",
                     [now, now, *values, worker],
                 )
+            # A job asked to stop (cancel_at) that failed before its runner told it ends
+            # cancelled, not retried or failed: the cancel is final.
             if retry:
                 await tx.execute_many(
-                    "UPDATE jobs SET state = 'queued', run_at = ?, last_error = ?, worker = NULL, "
-                    "lease_until = NULL, updated_at = ? WHERE id = ? AND worker = ? "
-                    "AND state = 'running'",
+                    "UPDATE jobs SET run_at = ?, last_error = ?, worker = NULL, "
+                    "lease_until = NULL, updated_at = ?, "
+                    "state = CASE WHEN cancel_at IS NULL THEN 'queued' ELSE 'cancelled' END, "
+                    "finished_at = CASE WHEN cancel_at IS NOT NULL "
+                    "THEN CAST(? AS DOUBLE PRECISION) END, "
+                    "unique_hold = CASE WHEN cancel_at IS NULL THEN unique_hold END "
+                    "WHERE id = ? AND worker = ? AND state = 'running'",
                     retry,
                 )
             if dead:
                 await tx.execute_many(
-                    "UPDATE jobs SET state = ?, last_error = ?, worker = NULL, "
+                    "UPDATE jobs SET state = CASE WHEN cancel_at IS NULL THEN ? "
+                    "ELSE 'cancelled' END, last_error = ?, worker = NULL, "
                     "lease_until = NULL, unique_hold = NULL, updated_at = ?, finished_at = ? "
                     "WHERE id = ? AND worker = ? AND state = 'running'",
                     dead,

@@ -9,8 +9,8 @@ were asked to stop).
 
 Cancelling a running job is cooperative first, as in Oban and Solid Queue: the job's
 ``ctx.cancelled`` event is set; a job that returns or raises after that ends ``cancelled``.
-One that does not listen is stopped (its task cancelled) :data:`CANCEL_GRACE` seconds later,
-or by its own ``timeout`` if that comes first, and ends ``cancelled`` too.
+One that does not listen is stopped (its task cancelled) ``MONOLITH_JOBS_CANCEL_GRACE``
+(5 s) later, or by its own ``timeout`` if that comes first, and ends ``cancelled`` too.
 
 Stopping (SIGTERM) never loses a job: claiming stops first; jobs in hand get the grace period;
 those still running are cancelled, and after the last flush every job this runner still holds
@@ -41,8 +41,6 @@ T = TypeVar("T")
 _BATCH = 100  # jobs per claim; more only lengthens the claim's write transaction
 _RETRY_STORE = 1.0  # seconds between attempts to reach a database that is down
 _CANCEL_POLL = 0.5  # seconds between looks for cancels of jobs in hand
-#: Seconds a job told to stop has to return before its task is cancelled.
-CANCEL_GRACE = 5.0
 
 
 class Runner:
@@ -56,6 +54,7 @@ class Runner:
         self.limits = Limits(names=jobs.registry.limits(), queues=jobs.queue_limits())
         self.lease = float(settings.lease_seconds)
         self.poll = settings.poll_seconds
+        self.cancel_grace = settings.cancel_grace_seconds
         self.started_at = time.time()
         self.progress_at = self.started_at
         self.completed = 0
@@ -159,7 +158,9 @@ class Runner:
             except asyncio.CancelledError:
                 if job.id not in self._stopping_jobs:
                     raise  # the runner is stopping past its grace: the release hands it back
-                self._was_cancelled(job, cancelled, f"it did not return within {CANCEL_GRACE:g}s")
+                self._was_cancelled(
+                    job, cancelled, f"it did not return within {self.cancel_grace:g}s"
+                )
             except Exception as exc:
                 if not self._was_cancelled(job, cancelled, f"{type(exc).__name__}: {exc}"):
                     self._failed(job, f"{type(exc).__name__}: {exc}", spec.retry_delay)
@@ -200,7 +201,7 @@ class Runner:
                 event = self._cancels.get(job_id)
                 if event is not None and not event.is_set():
                     event.set()
-                    asyncio.get_running_loop().call_later(CANCEL_GRACE, self._stop_job, job_id)
+                    asyncio.get_running_loop().call_later(self.cancel_grace, self._stop_job, job_id)
 
     def _stop_job(self, job_id: int) -> None:
         """A job told to stop that is still running after the grace: cancel its task."""
