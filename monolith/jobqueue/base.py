@@ -290,64 +290,40 @@ class JobQueue(abc.ABC):
         lease: float,
         queues: Sequence[str] | None = None,
         limits: Limits | Mapping[str, int] | None = None,
+        reap: bool = True,
     ) -> Claimed:
         """Lease up to ``limit`` due jobs to ``worker``, highest priority then oldest first.
 
         Only jobs of ``queues`` (None: every queue) that are not paused. ``limits`` caps how
-        many jobs of a name or a queue may run at once across every runner; when a candidate
-        is capped, counting and claiming happen under one lock so the cap holds.
+        many jobs of a name or a queue may run at once across every runner: while none of
+        those is due, a claim is one statement that leaves them out; otherwise counting and
+        claiming happen under one lock so the caps hold. ``reap``: first hand back the jobs
+        of runners whose leases ran out (a runner does it about once a second).
         """
         caps = limits if isinstance(limits, Limits) else Limits(names=dict(limits or {}))
         async with self.db.transaction() as tx:
             now = time.time()
-            await tx.execute(_REAP, (now, now, now, now))
-            where, params = ["state = 'queued'"], []
+            if reap:
+                await tx.execute(_REAP, (now, now, now, now))
+            where, params = ["state = 'queued'", _NOT_PAUSED], []
             if queues is not None:
                 cond, values = self._in("queue", list(queues))
                 where.append(cond)
                 params += values
-            paused = [row[0] for row in await tx.fetch_all(_PAUSED)]
-            if paused:
-                cond, values = self._in("queue", paused)
-                where.append(f"NOT {cond}")
-                params += values
-            room: dict[tuple[str, str], int] = {}
-            if caps:
-                # First without the lock: leave out what is full already, so a full capped
-                # queue at the head cannot keep the jobs behind it waiting.
-                room = await self._room(tx, caps)
-                for (column, value), free in room.items():
-                    if free <= 0:
-                        cond, values = self._in(column, [value])
-                        where.append(f"NOT {cond}")
-                        params += values
-            # Fetch extra candidates when some are capped, since some may be skipped.
-            fetch = limit * 2 if caps else limit
-            candidates = await tx.fetch_all(
-                f"SELECT id, name, queue FROM jobs WHERE {' AND '.join(where)} AND run_at <= ? "
-                f"ORDER BY priority DESC, run_at, id LIMIT {int(fetch)}{self._claim_lock}",
-                [*params, now],
-            )
-            if any(caps.covers(row[1], row[2]) for row in candidates):
-                await self._serialize_limited_claims(tx)
-                room = await self._room(tx, caps)  # counted again, under the lock
-            chosen: list[int] = []
-            for row in candidates:
-                taken = [k for k in (("name", row[1]), ("queue", row[2])) if k in room]
-                if any(room[k] <= 0 for k in taken):
-                    continue
-                for k in taken:
-                    room[k] -= 1
-                chosen.append(int(row[0]))
-                if len(chosen) >= limit:
-                    break
-            jobs: list[Job] = []
-            if chosen:
-                cond, values = self._in("id", chosen)
+            capped, capped_params = self._capped(caps)
+            due = f"{' AND '.join(where)} AND run_at <= ?"
+            if capped and await tx.fetch_val(
+                f"SELECT 1 FROM jobs WHERE {due} AND {capped} LIMIT 1",
+                [*params, now, *capped_params],
+            ):
+                jobs = await self._claim_capped(tx, worker, limit, lease, now, where, params, caps)
+            else:
                 rows = await tx.fetch_all(
                     "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = ?, "
-                    f"lease_until = ?, updated_at = ? WHERE {cond} RETURNING {_COLUMNS}",
-                    [worker, now + lease, now, *values],
+                    "lease_until = ?, updated_at = ? WHERE id IN (SELECT id FROM jobs WHERE "
+                    f"{due}{f' AND NOT {capped}' if capped else ''} ORDER BY priority DESC, "
+                    f"run_at, id LIMIT {int(limit)}{self._claim_lock}) RETURNING {_COLUMNS}",
+                    [worker, now + lease, now, *params, now, *capped_params],
                 )
                 jobs = sorted(map(Job.from_row, rows), key=lambda j: (-j.priority, j.run_at, j.id))
             next_run_at = None
@@ -359,6 +335,66 @@ class JobQueue(abc.ABC):
                     [*params, now],
                 )
         return Claimed(jobs, None if next_run_at is None else float(next_run_at))
+
+    def _capped(self, caps: Limits) -> tuple[str, list[Any]]:
+        """The condition "a capped name or queue" and its parameters ("" when nothing is)."""
+        conds, params = [], []
+        for column, limits in (("name", caps.names), ("queue", caps.queues)):
+            if limits:
+                cond, values = self._in(column, list(limits))
+                conds.append(cond)
+                params += values
+        return (f"({' OR '.join(conds)})" if conds else ""), params
+
+    async def _claim_capped(
+        self,
+        tx: Transaction,
+        worker: str,
+        limit: int,
+        lease: float,
+        now: float,
+        where: list[str],
+        params: list[Any],
+        caps: Limits,
+    ) -> list[Job]:
+        """A claim while capped jobs are due: count, pick within the caps, and claim."""
+        where, params = list(where), list(params)
+        # First without the lock: leave out what is full already, so a full capped queue at
+        # the head cannot keep the jobs behind it waiting.
+        room = await self._room(tx, caps)
+        for (column, value), free in room.items():
+            if free <= 0:
+                cond, values = self._in(column, [value])
+                where.append(f"NOT {cond}")
+                params += values
+        # Fetch extra candidates, since some may be skipped for their caps.
+        candidates = await tx.fetch_all(
+            f"SELECT id, name, queue FROM jobs WHERE {' AND '.join(where)} AND run_at <= ? "
+            f"ORDER BY priority DESC, run_at, id LIMIT {int(limit * 2)}{self._claim_lock}",
+            [*params, now],
+        )
+        if any(caps.covers(row[1], row[2]) for row in candidates):
+            await self._serialize_limited_claims(tx)
+            room = await self._room(tx, caps)  # counted again, under the lock
+        chosen: list[int] = []
+        for row in candidates:
+            taken = [k for k in (("name", row[1]), ("queue", row[2])) if k in room]
+            if any(room[k] <= 0 for k in taken):
+                continue
+            for k in taken:
+                room[k] -= 1
+            chosen.append(int(row[0]))
+            if len(chosen) >= limit:
+                break
+        if not chosen:
+            return []
+        cond, values = self._in("id", chosen)
+        rows = await tx.fetch_all(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = ?, "
+            f"lease_until = ?, updated_at = ? WHERE {cond} RETURNING {_COLUMNS}",
+            [worker, now + lease, now, *values],
+        )
+        return sorted(map(Job.from_row, rows), key=lambda j: (-j.priority, j.run_at, j.id))
 
     async def _room(self, tx: Transaction, caps: Limits) -> dict[tuple[str, str], int]:
         """Free slots per capped name and queue: ``{("name" | "queue", value): free}``."""
@@ -623,7 +659,7 @@ class JobQueue(abc.ABC):
         return count
 
 
-_PAUSED = "SELECT name FROM job_queues WHERE paused"
+_NOT_PAUSED = "queue NOT IN (SELECT name FROM job_queues WHERE paused)"
 
 
 def _int_or_none(value: Any) -> int | None:

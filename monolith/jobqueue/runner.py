@@ -41,6 +41,7 @@ T = TypeVar("T")
 _BATCH = 100  # jobs per claim; more only lengthens the claim's write transaction
 _RETRY_STORE = 1.0  # seconds between attempts to reach a database that is down
 _CANCEL_POLL = 0.5  # seconds between looks for cancels of jobs in hand
+_REAP_EVERY = 1.0  # seconds between claims that also hand back the jobs of dead runners
 
 
 class Runner:
@@ -111,6 +112,7 @@ class Runner:
 
     async def _claim_loop(self) -> None:
         limits = self.limits
+        reaped_at = 0.0
         while True:
             free = self.concurrency - len(self._in_hand)
             if free <= 0:
@@ -118,15 +120,18 @@ class Runner:
                 await self._slot_free.wait()
                 continue
             want = min(free, _BATCH)
+            reap = time.monotonic() - reaped_at >= _REAP_EVERY
             try:
                 claimed = await self.queue.claim(
-                    self.id, want, lease=self.lease, queues=self.queues, limits=limits
+                    self.id, want, lease=self.lease, queues=self.queues, limits=limits, reap=reap
                 )
             except Exception as exc:
                 # Down, busy, or not migrated yet: nothing was claimed; try again shortly.
                 log.warning("cannot claim jobs", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(_RETRY_STORE)
                 continue
+            if reap:
+                reaped_at = time.monotonic()
             for job in claimed.jobs:
                 self._in_hand[job.id] = asyncio.create_task(self._run(job))
             if len(claimed.jobs) == want:
