@@ -67,12 +67,12 @@ async def test_claims_take_higher_priority_first_then_the_oldest(queue: JobQueue
     assert [j.id for j in (await queue.claim("w", 2, lease=30)).jobs] == [low_new]
 
 
-async def test_a_delayed_job_waits_until_due_and_the_claim_says_when(queue: JobQueue) -> None:
+async def test_a_delayed_job_waits_until_due_and_next_due_says_when(queue: JobQueue) -> None:
     due = time.time() + 60
     await queue.add(new(run_at=due))
     claimed = await queue.claim("w", 10, lease=30)
     assert claimed.jobs == []
-    assert claimed.next_run_at == pytest.approx(due)
+    assert await queue.next_due() == pytest.approx(due)
 
 
 async def test_a_unique_key_is_held_while_queued_or_running_and_freed_by_success(
@@ -214,7 +214,8 @@ async def test_a_paused_queue_hands_out_nothing_until_resumed(
     await queue.add(new(queue="default"))
     await other.pause("email")
     assert [j.queue for j in (await queue.claim("w", 10, lease=30)).jobs] == ["default"]
-    assert (await queue.claim("w", 10, lease=30)).next_run_at is None
+    assert (await queue.claim("w", 10, lease=30)).jobs == []
+    assert await queue.next_due() is None
     assert (await queue.stats()).oldest_due_at is None  # a paused queue is not a stall
     states = {q.name: (q.paused, q.counts["queued"]) for q in await queue.queue_states()}
     assert states == {"default": (False, 0), "email": (True, 1)}

@@ -161,10 +161,9 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """What a claim handed out, and when the next queued job falls due (None: none queued)."""
+    """What a claim handed out (when the next one falls due: :meth:`JobQueue.next_due`)."""
 
     jobs: list[Job]
-    next_run_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,15 +325,21 @@ class JobQueue(abc.ABC):
                     [worker, now + lease, now, *params, now, *capped_params],
                 )
                 jobs = sorted(map(Job.from_row, rows), key=lambda j: (-j.priority, j.run_at, j.id))
-            next_run_at = None
-            if len(jobs) < limit:
-                # Only jobs due later: due ones left behind are capped or were skipped, and
-                # a finish (or the poll) wakes the runner for those.
-                next_run_at = await tx.fetch_val(
-                    f"SELECT MIN(run_at) FROM jobs WHERE {' AND '.join(where)} AND run_at > ?",
-                    [*params, now],
-                )
-        return Claimed(jobs, None if next_run_at is None else float(next_run_at))
+        return Claimed(jobs)
+
+    async def next_due(self, queues: Sequence[str] | None = None) -> float | None:
+        """When the next job of ``queues`` (None: any) falls due, among those not due yet
+        (due ones left behind are capped or were skipped: a finish, or the poll, wakes the
+        runner for those). A read outside the claim, so claimed jobs start first."""
+        where, params = ["state = 'queued'", _NOT_PAUSED, "run_at > ?"], [time.time()]
+        if queues is not None:
+            cond, values = self._in("queue", list(queues))
+            where.append(cond)
+            params += values
+        value = await self.db.fetch_val(
+            f"SELECT MIN(run_at) FROM jobs WHERE {' AND '.join(where)}", params
+        )
+        return None if value is None else float(value)
 
     def _capped(self, caps: Limits) -> tuple[str, list[Any]]:
         """The condition "a capped name or queue" and its parameters ("" when nothing is)."""

@@ -137,8 +137,12 @@ class Runner:
             if len(claimed.jobs) == want:
                 continue  # there may be more due right now
             idle = self.poll
-            if claimed.next_run_at is not None:
-                idle = min(idle, max(0.0, claimed.next_run_at - time.time()))
+            try:
+                next_run_at = await self.queue.next_due(self.queues)
+            except Exception:
+                next_run_at = None  # the poll interval still finds it
+            if next_run_at is not None:
+                idle = min(idle, max(0.0, next_run_at - time.time()))
             await self.queue.wakeup.wait(idle)
 
     # -- running ---------------------------------------------------------------------------
