@@ -50,6 +50,8 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.jobs_throughput
+	$(BIN)/python -m bench.jobs_scaleout
 
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench.run --smoke
