@@ -8,8 +8,8 @@
   cost) and jobs that wait 20 ms on I/O (``bench.io``, per-process concurrency 10: a process's
   job slots are the limit, as with jobs that call a remote service). Target: I/O-bound jobs/s
   with 2 runners >= 1.8x one.
-- The same on SQLite with ``MONOLITH_JOBS_RUNNERS=every``, to decide whether more than one
-  runner pays there (one writer takes every claim and every completion).
+- The same on SQLite, to decide whether more than one runner pays there (one writer takes
+  every claim and every completion).
 - Pickup latency, SQLite and PostgreSQL, idle queue, one runner: one job at a time, from the
   enqueue call (its insert and commit included) to the job's first line running, each after
   the previous one started and a pause. Target: p99 <= 20 ms on both.
@@ -163,8 +163,6 @@ async def _throughput(dep: Deployment, name: str, count: int, runners: int) -> f
 def throughput(dialect: str, name: str, count: int, runners: int, concurrency: int) -> float:
     with tempfile.TemporaryDirectory(prefix="monolith-bench-jobs-") as tmp:
         settings = {"MONOLITH_JOBS_CONCURRENCY": str(concurrency)}
-        if dialect == "sqlite":
-            settings["MONOLITH_JOBS_RUNNERS"] = "every"
         with Deployment(Path(tmp), dialect, **settings) as dep:
             dep.start(runners)
             return asyncio.run(_throughput(dep, name, count, runners))

@@ -74,9 +74,9 @@ class JobSettings:
     queues: tuple[str, ...] = ()
     # Jobs of a queue running at once across every runner (a queue not named: no cap).
     queue_limits: Mapping[str, int] = field(default_factory=dict)
-    # Which job-running processes run jobs: "every" one, only the elected "leader", or "auto"
-    # (every one on PostgreSQL, the leader on SQLite: see docs/BENCHMARKS.md).
-    runners: Literal["auto", "every", "leader"] = "auto"
+    # Which job-running processes run jobs: "every" one, or only the elected "leader" (more
+    # runners measured faster on SQLite too, one writer notwithstanding: docs/BENCHMARKS.md).
+    runners: Literal["every", "leader"] = "every"
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,7 +410,7 @@ def load_settings(
         queues=_names(env_map.get("MONOLITH_JOBS_QUEUES", "")),
         queue_limits=parse_queue_limits(env_map.get("MONOLITH_JOBS_QUEUE_LIMITS", "")),
         runners=_choice(  # type: ignore[arg-type]
-            env_map, "MONOLITH_JOBS_RUNNERS", "auto", ("auto", "every", "leader")
+            env_map, "MONOLITH_JOBS_RUNNERS", "every", ("every", "leader")
         ),
     )
     return Settings(

@@ -3,8 +3,7 @@
 Every test starts real ``monolith worker`` processes (several where the behaviour is about
 several) in a data dir of its own, on a SQLite file or a fresh PostgreSQL database, with the
 test jobs of :mod:`tests.jobs_app`, and reads what ran from the logs those jobs append to and
-from the database. On SQLite the runners are made ``every`` where several must run at once
-(the default there is the elected one only). The last test is the two-instance deployment of
+from the database. The last test is the two-instance deployment of
 the scale-out acceptance: two ``serve`` instances on PostgreSQL and Redis.
 """
 
@@ -133,7 +132,6 @@ def peak_overlap(spans: list[tuple[float, float]]) -> int:
 def test_a_queue_limit_holds_across_four_runner_processes(app: App) -> None:
     app = app.with_env(
         MONOLITH_JOBS_QUEUE_LIMITS="limited=2",
-        MONOLITH_JOBS_RUNNERS="every",
         MONOLITH_JOBS_CONCURRENCY="10",
     )
     workers = [app.worker() for _ in range(4)]

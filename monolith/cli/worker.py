@@ -1,13 +1,12 @@
 """``monolith worker``: a job runner (and a candidate for the scheduler), with no HTTP server.
 
 The same code ``serve`` runs in its workers, as its own unit: set ``MONOLITH_RUN_JOBS=no`` for
-``serve`` and run this beside it, or as many as needed on other boxes with the queue on
-PostgreSQL, where every one of them runs jobs (on SQLite, by default, the elected one does;
-``MONOLITH_JOBS_RUNNERS``). One of them is elected to fire the schedules; another takes over
-within seconds when it dies. ``--queues email,default`` takes jobs of those queues only
-(default: ``MONOLITH_JOBS_QUEUES``, else every queue). SIGTERM (or Ctrl-C) stops claiming,
-lets jobs in hand finish within ``MONOLITH_JOBS_GRACE_SECONDS`` and hands back the rest, then
-exits 0.
+``serve`` and run this beside it, or as many as needed, on other boxes too with the queue on
+PostgreSQL; every one of them runs jobs (unless ``MONOLITH_JOBS_RUNNERS=leader``). One of
+them is elected to fire the schedules; another takes over within seconds when it dies.
+``--queues email,default`` takes jobs of those queues only (default: ``MONOLITH_JOBS_QUEUES``,
+else every queue). SIGTERM (or Ctrl-C) stops claiming, lets jobs in hand finish within
+``MONOLITH_JOBS_GRACE_SECONDS`` and hands back the rest, then exits 0.
 """
 
 from __future__ import annotations

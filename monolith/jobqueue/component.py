@@ -1,6 +1,6 @@
 """The job component: :class:`Jobs` enqueues and inspects anywhere, and runs jobs where built
-with ``run=True`` (on PostgreSQL every such process, on SQLite by default the elected one:
-``MONOLITH_JOBS_RUNNERS``; the election's winner runs the scheduler); :class:`JobContext` is
+with ``run=True`` (every such process, unless ``MONOLITH_JOBS_RUNNERS=leader``; the
+election's winner runs the scheduler); :class:`JobContext` is
 what a job function receives. See :mod:`monolith.jobs`
 for how application code uses them. This module never touches a connection at import.
 """

@@ -7,9 +7,9 @@ boxes, live in :mod:`.postgres`):
   milliseconds instead of at the next poll. It is only a hint: losing one costs at most the
   runner's poll interval, never a job (the job is already committed in the table).
 - :class:`Election`: exactly one process (of ``serve``'s workers and ``monolith worker``) runs
-  the scheduler, so each fire is enqueued by one process; on SQLite, by default, the elected
-  process is also the only runner (see :mod:`.host`). Losing the election never loses a job:
-  leases make any number of runners safe.
+  the scheduler, so each fire is enqueued by one process (with ``MONOLITH_JOBS_RUNNERS=leader``
+  it is also the only runner: :mod:`.host`). Losing the election never loses a job: leases
+  make any number of runners safe.
 
 Why UNIX datagram sockets for the box: a send is one non-blocking syscall per runner (no disk
 write, no database statement per enqueue), a datagram needs no connection, no reader means the

@@ -4,9 +4,9 @@ Every process built to run jobs (``serve``'s workers with ``MONOLITH_RUN_JOBS=au
 ``monolith worker``, on every instance) runs this loop. Its runner claims and runs jobs
 alongside every other runner (on PostgreSQL ``FOR UPDATE SKIP LOCKED`` hands each its own
 rows); the election picks the one process whose scheduler fires the schedules, so each fire
-is enqueued once per tick. ``MONOLITH_JOBS_RUNNERS=leader`` (the default on SQLite, where one
-writer takes every claim and more runners measured slower: docs/BENCHMARKS.md) makes the
-elected process the only runner too.
+is enqueued once per tick. On SQLite the same holds on one box (its one writer serializes the
+claims; more runners still measured faster: docs/BENCHMARKS.md). ``MONOLITH_JOBS_RUNNERS=leader``
+makes the elected process the only runner too.
 
 The loop tries to lead every ``retry`` seconds; while leading it checks the lock every
 ``retry`` seconds and steps down if it was lost, so when the leader dies a follower leads
@@ -32,10 +32,7 @@ RETRY_SECONDS = 1.0
 
 def every_process_runs(jobs: JobsHandle) -> bool:
     """Whether each job-running process runs jobs (else only the elected one)."""
-    mode = jobs.settings.runners
-    if mode == "auto":
-        return jobs.queue.shared
-    return mode == "every"
+    return jobs.settings.runners == "every"
 
 
 class JobHost:
