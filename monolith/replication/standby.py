@@ -29,7 +29,7 @@ from pathlib import Path
 
 from monolith.backup import self_contained, verify
 from monolith.config import STANDBY_FILE
-from monolith.errors import BackupError
+from monolith.errors import BackupError, StateUnavailable
 from monolith.logs import get_logger
 from monolith.replication.base import ReplicationError
 from monolith.replication.litestream import Litestream
@@ -169,3 +169,40 @@ def promote(standby: Standby, *, catch_up: bool = True) -> StandbyStatus:
         raise ReplicationError("the standby has no copy yet; nothing to promote")
     (standby.data_dir / STANDBY_FILE).unlink()
     return status
+
+
+class StandbyMode:
+    """The app's view of a standby data dir: how far behind its copy is, and whether that is
+    within ``MONOLITH_STANDBY_MAX_LAG_SECONDS`` (a readiness check)."""
+
+    scope = "box"
+
+    def __init__(self, data_dir: Path, max_lag_seconds: float) -> None:
+        self.data_dir = data_dir
+        self.max_lag_seconds = max_lag_seconds
+
+    def describe(self) -> str:
+        return f"standby copy in {self.data_dir} (read-only; monolith promote makes it primary)"
+
+    def state(self) -> dict[str, object]:
+        """For ``/health/ready``: the copy's age and bound."""
+        status = read_standby(self.data_dir)
+        late = behind(status) if status is not None else None
+        return {
+            "behind_seconds": None if late is None else round(late, 3),
+            "max_lag_seconds": self.max_lag_seconds,
+            "rounds": status.rounds if status is not None else 0,
+            "last_error": status.last_error if status is not None else None,
+        }
+
+    async def check(self) -> None:
+        """Raise unless the copy is no older than the bound."""
+        status = read_standby(self.data_dir)
+        late = behind(status) if status is not None else None
+        if late is None:
+            raise StateUnavailable("standby: no copy restored yet (is monolith standby running?)")
+        if late > self.max_lag_seconds:
+            raise StateUnavailable(
+                f"standby: the copy is {late:.1f}s behind the replica, past the "
+                f"{self.max_lag_seconds:g}s bound"
+            )
