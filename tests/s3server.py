@@ -20,7 +20,7 @@ from moto.server import ThreadedMotoServer
 from tests.services import free_port
 
 ACCESS_KEY = "test-access-key"
-SECRET_KEY = "test-secret-key"  # noqa: S105 - moto's server accepts any key
+SECRET_KEY = "test-secret-key"
 REGION = "us-east-1"
 
 

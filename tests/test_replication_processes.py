@@ -14,7 +14,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +47,7 @@ def wait_for(what: str, ok: Callable[[], bool], timeout: float = DEADLINE) -> No
 
 
 @pytest.fixture(params=["file", "s3"])
-def replica(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+def replica(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     """The environment that points a box at a fresh replica (a directory, or an S3 bucket)."""
     env = {"MONOLITH_LITESTREAM": require_litestream()}
     if request.param == "file":
@@ -55,7 +55,7 @@ def replica(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
     else:
         s3: S3Server = request.getfixturevalue("s3_server")
         env.update(s3.env(), MONOLITH_REPLICA_URL=s3.url(s3.bucket("replica"), "shop/db"))
-    yield env
+    return env
 
 
 def box(
