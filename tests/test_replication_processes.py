@@ -225,3 +225,100 @@ def test_a_point_in_time_restore_holds_exactly_the_orders_before_the_time(
     latest_dir, latest_env = box(tmp_path, "latest", replica)
     restore(latest_dir, latest_env)
     assert order_ids(latest_dir / "monolith.db") == first | second
+
+
+def ready(url: str) -> httpx.Response:
+    with httpx.Client(timeout=10) as client:
+        return client.get(f"{url}/health/ready")
+
+
+def stock(url: str, product: int) -> int:
+    with httpx.Client(timeout=10) as client:
+        r = client.get(f"{url}/api/products/{product}")
+    assert r.status_code == 200, r.text
+    return int(r.json()["stock"])
+
+
+def test_a_standby_follows_the_primary_within_its_bound_and_promoted_serves_writes(
+    tmp_path: Path, replica: dict[str, str]
+) -> None:
+    max_lag = 10.0
+    primary_dir, primary_env = box(tmp_path, "primary", replica)
+    standby_dir, standby_env = box(
+        tmp_path, "standby", replica, MONOLITH_STANDBY_MAX_LAG_SECONDS=str(max_lag)
+    )
+    initial = 100_000
+    with ExitStack() as stack:
+        # The primary box: the app and the replicator.
+        primary = stack.enter_context(ServerProcess(primary_dir, workers=2, env=primary_env))
+        replicate = ServerProcess(primary_dir, command=("replicate",), env=primary_env).start()
+        stack.callback(replicate.stop)
+        users, lamp = shop(primary.url, users=3, stock=initial)
+        wait_for("the replica's first change", lambda: replicating(primary_dir))
+
+        # The standby box (docs/DEPLOY.md, "A warm standby"): monolith standby, then the app.
+        standby = ServerProcess(standby_dir, command=("standby",), env=standby_env).start()
+        stack.callback(standby.stop)
+        wait_for("the standby's first copy", lambda: (standby_dir / "monolith.db").exists())
+        wait_for(
+            "the standby's status",
+            lambda: "restored_at" in (standby_dir / "standby.json").read_text(),
+        )
+        reader = stack.enter_context(ServerProcess(standby_dir, workers=1, env=standby_env))
+
+        with OrderLoad(primary.url, users, lamp) as load:
+            seen: list[int] = []
+            for _ in range(3):
+                target = load.count() + 150
+                wait_for("more orders on the primary", lambda t=target: load.count() >= t)
+                checked_at = time.time()
+                left = stock(reader.url, lamp)
+                answer = ready(reader.url)
+                assert answer.status_code == 200, answer.text
+                behind = answer.json()["standby"]["behind_seconds"]
+                assert 0 <= behind <= max_lag
+                # Every order acknowledged before the bound is in the standby's copy.
+                settled = load.acked_before(checked_at - max_lag - LAG_BOUND)
+                assert left <= initial - len(settled)
+                seen.append(left)
+            refused = httpx.post(f"{reader.url}/api/auth/signup", json={}, timeout=10)
+            assert refused.status_code == 503 and "standby mode" in refused.json()["detail"]
+            assert refused.headers["retry-after"]
+
+            # The primary box is lost.
+            lost_at = time.time()
+            replicate.kill9()
+            primary.kill9()
+        assert seen[-1] < seen[0] < initial  # it followed the load
+
+        # Failover (docs/DEPLOY.md): stop the standby, promote, restart the app, replicate.
+        started = time.monotonic()
+        assert standby.stop() == 0
+        promoted = run_cli("promote", "--json", env=standby_env, timeout=120)
+        assert promoted.returncode == 0, promoted.stderr
+        promote_took = time.monotonic() - started
+        assert json.loads(promoted.stdout)["integrity"] == "ok"
+        reader.stop()
+        restart = time.monotonic()
+        app = stack.enter_context(ServerProcess(standby_dir, workers=2, env=standby_env))
+        restart_took = time.monotonic() - restart
+        new_replicate = ServerProcess(standby_dir, command=("replicate",), env=standby_env).start()
+        stack.callback(new_replicate.stop)
+
+        buyer = account(app.url, "after-failover@example.com")
+        with httpx.Client(base_url=app.url, headers=buyer, timeout=10) as client:
+            order = client.post("/api/orders", json=one(lamp))
+        assert order.status_code == 201, order.text
+        serving_took = time.monotonic() - started
+        wait_for("the new primary replicating", lambda: replicating(standby_dir))
+        assert "standby" not in ready(app.url).json()
+
+        kept = order_ids(standby_dir / "monolith.db")
+        assert load.acked_before(lost_at - LAG_BOUND) <= kept
+        print(
+            f"\nfailover ({replica['MONOLITH_REPLICA_URL'].split(':')[0]} replica): promote "
+            f"{promote_took:.2f}s, app restarted and ready {restart_took:.2f}s, first write "
+            f"accepted {serving_took:.2f}s after the failover began; {len(load.acked)} orders "
+            f"acknowledged by the old primary, {len(load.acked_before(lost_at + 1) - kept)} "
+            f"lost (bound {LAG_BOUND:g}s)"
+        )
