@@ -97,13 +97,13 @@ def test_the_lag_bound_follows_the_sync_interval_and_a_standby_reads_its_mark(
     base = {"MONOLITH_DATA_DIR": str(tmp_path)}
     settings = load_settings(base, dotenv=None)
     assert not settings.replication.configured and settings.replication.lag_bound == 3.0
-    assert not settings.replication.standby and settings.cache.products
+    assert not settings.replication.standby and settings.store.cache_products
     fast = load_settings({**base, "MONOLITH_REPLICA_SYNC_SECONDS": "0.25"}, dotenv=None)
     assert fast.replication.lag_bound == 1.5
     (tmp_path / STANDBY_FILE).write_text("{}")
     standby = load_settings(base, dotenv=None)
     # The copy changes under the app with no write to invalidate its cache: reads go to it.
-    assert standby.replication.standby and not standby.cache.products
+    assert standby.replication.standby and not standby.store.cache_products
 
 
 def test_durations_are_go_durations() -> None:

@@ -16,6 +16,7 @@ import signal
 from monolith.cli.common import run, settings_from_env
 from monolith.errors import ConfigError
 from monolith.logs import get_logger
+from monolith.observability.metrics import enable_multiprocess
 from monolith.services import build_services
 
 log = get_logger("monolith.worker")
@@ -29,8 +30,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from monolith.observability.metrics import enable_multiprocess
-
     settings = settings_from_env(service=True)
     if settings.replication.standby:
         raise ConfigError(

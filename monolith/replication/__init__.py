@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from monolith.config import Settings
-from monolith.db import sqlite_path
+from monolith.database import sqlite_path
 from monolith.errors import ConfigError
 from monolith.replication.base import Replica, ReplicationError
 from monolith.replication.file import FileReplica

@@ -27,8 +27,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from monolith.backup import self_contained, verify
 from monolith.config import STANDBY_FILE
+from monolith.database.backup import self_contained, verify
 from monolith.errors import BackupError, StateUnavailable
 from monolith.logs import get_logger
 from monolith.replication.base import ReplicationError

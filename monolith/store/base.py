@@ -33,10 +33,10 @@ from typing import ClassVar, Literal, Self
 
 from litestar.stores.base import NamespacedStore
 
+from monolith.state import Scope
+
 #: A time to live: seconds (int or float) or a timedelta.
 TTL = int | float | timedelta
-#: Where a backend's data lives, for ``doctor``: this process, this box, or shared by boxes.
-Scope = Literal["process", "box", "shared"]
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -92,7 +92,7 @@ def as_bytes(value: object) -> bytes:
     )
 
 
-def split_namespace(namespace: str) -> tuple[str, ...]:
+def namespace_path(namespace: str) -> tuple[str, ...]:
     """``"a:b"`` -> ``("a", "b")``, each segment checked (letters, digits, ``_.-``)."""
     path = tuple(namespace.split(":"))
     for segment in path:
@@ -124,7 +124,7 @@ class Store(NamespacedStore):
     scope: ClassVar[Scope]
 
     def __init__(self, namespace: str = "monolith") -> None:
-        self._set_path(split_namespace(namespace))
+        self._set_path(namespace_path(namespace))
         self._counters = _Counters()
         self._window_ends: dict[str, float] = {}  # shared by namespace views, like the counters
 

@@ -12,7 +12,8 @@ import time
 from typing import ClassVar, Literal
 
 from monolith.errors import NotStarted
-from monolith.store.base import Scope, Store
+from monolith.state import Scope
+from monolith.store.base import Store
 
 _Entry = tuple[bytes, float | None]  # value, monotonic deadline (None: no expiry)
 

@@ -35,7 +35,8 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 from monolith.errors import CacheUnavailable, NotStarted
-from monolith.store.base import Scope, Store
+from monolith.state import Scope
+from monolith.store.base import Store
 
 T = TypeVar("T")
 
