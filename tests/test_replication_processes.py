@@ -25,13 +25,11 @@ import pytest
 from monolith.config import ReplicationSettings
 from monolith.replication.status import STATUS_FILE
 from tests.litestream import require_litestream
-from tests.s3server import S3Server, s3_server
+from tests.s3server import S3Server, s3_server  # noqa: F401 - the fixture, for `replica`
 from tests.server import ServerProcess, box_env, run_cli
 from tests.test_orders_processes import account, new_product, one
 
 pytestmark = [pytest.mark.slow, pytest.mark.profile_independent]
-
-__all__ = ["s3_server"]  # the fixture, used by the tests here
 
 #: The documented bound with the default MONOLITH_REPLICA_SYNC_SECONDS (1 s): 3 s.
 LAG_BOUND = ReplicationSettings().lag_bound
