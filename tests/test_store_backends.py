@@ -42,10 +42,10 @@ async def test_disk_never_unpickles_a_forged_row(tmp_path: Path) -> None:
     payload = pickle.dumps(_Boom(str(proof)))
     with sqlite3.connect(tmp_path / "cache" / "cache.db") as db:
         # MODE_PICKLE = 4: what diskcache would unpickle on read.
-        db.execute("UPDATE Cache SET mode = 4, value = ? WHERE key = ?", (payload, "monolith/k"))
+        db.execute("UPDATE Cache SET mode = 4, value = ? WHERE key = ?", (payload, "monolith:k"))
         db.execute(
             "INSERT INTO Cache (key, raw, store_time, access_time, mode, filename, value)"
-            " VALUES ('monolith/f', 1, 0, 0, 2, '../../../etc/passwd', NULL)"
+            " VALUES ('monolith:f', 1, 0, 0, 2, '../../../etc/passwd', NULL)"
         )
     assert await store.get("k") is None
     assert await store.get("f") is None
