@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import timedelta
 
 import pytest
+import redis.asyncio as aioredis
 import time_machine
+from litestar.stores.redis import RedisStore as LitestarRedisStore
 from litestar.stores.registry import StoreRegistry
 
 from monolith.errors import ConfigError
@@ -256,6 +259,40 @@ async def test_add_succeeds_over_an_expired_key(store: Store) -> None:
     assert await store.get("k") == b"b"
 
 
+async def test_delete_if_deletes_only_while_the_key_holds_the_value(store: Store) -> None:
+    await store.set("lock", b"mine", expires_in=60)
+    assert await store.delete_if("lock", b"theirs") is False
+    assert await store.get("lock") == b"mine"
+    assert await store.delete_if("lock", b"mine") is True
+    assert await store.exists("lock") is False
+    assert await store.delete_if("lock", b"mine") is False  # already gone
+
+
+async def test_renew_if_extends_only_while_the_key_holds_the_value(store: Store) -> None:
+    await store.set("lock", b"mine", expires_in=5)
+    assert await store.renew_if("lock", b"theirs", 600) is False
+    left = await store.expires_in("lock")
+    assert left is not None
+    assert left <= 5
+    assert await store.renew_if("lock", b"mine", 600) is True
+    left = await store.expires_in("lock")
+    assert left is not None
+    assert 590 <= left <= 600
+    assert await store.renew_if("absent", b"mine", 600) is False
+    assert await store.exists("absent") is False
+
+
+async def test_a_lock_outliving_its_ttl_keeps_it_while_held(store: Store) -> None:
+    lock = Lock(store, "long", ttl=0.3, wait=0)
+    other = Lock(store, "long", ttl=0.3, wait=0)
+    async with lock:
+        for _ in range(6):  # well past the TTL: the holder's extensions keep it
+            await asyncio.sleep(0.1)
+            assert await other.acquire(blocking=False) is False
+    assert await other.acquire(blocking=False) is True
+    assert await other.release() is True
+
+
 async def test_concurrent_incr_and_add_in_one_process(store: Store) -> None:
     counts = await asyncio.gather(*(store.incr("n") for _ in range(50)))
     assert sorted(counts) == list(range(1, 51))
@@ -351,6 +388,69 @@ def test_add_lets_exactly_one_process_win_each_key(shared_spec: StoreSpec) -> No
     assert won == list(range(60))
 
 
+async def _lapsing_holder(index: int, spec: StoreSpec) -> bool:
+    """Takes the lock, then blocks its event loop past the TTL (so nothing can extend it),
+    then releases: True if that release deleted the key."""
+    store = spec.open()
+    try:
+        lock = Lock(store, "lapse", ttl=0.5, wait=30)
+        await lock.acquire()
+        await store.set("a-holds", b"1", expires_in=60)
+        # Block this event loop (so nothing extends the lock, as a computation that holds the
+        # loop past the TTL) until the other process has taken the lapsed lock.
+        waiter = threading.Thread(target=asyncio.run, args=(_wait_elsewhere(spec, "b-holds"),))
+        waiter.start()
+        waiter.join()
+        released = await lock.release()
+        await store.set("a-released", b"1", expires_in=60)
+        return released
+    finally:
+        await store.stop()
+
+
+async def _next_holder(index: int, spec: StoreSpec) -> bool:
+    """Takes the lock once the first holder's lapsed; True if it still holds it after the
+    first holder's release."""
+    store = spec.open()
+    try:
+        await _wait_for(store, "a-holds")
+        lock = Lock(store, "lapse", ttl=0.5, wait=60)
+        await lock.acquire()
+        await store.set("b-holds", b"1", expires_in=60)
+        await _wait_for(store, "a-released")
+        held = await store.get(lock.key) == lock.token
+        assert await lock.release() is held
+        return held
+    finally:
+        await store.stop()
+
+
+async def _wait_for(store: Store, key: str) -> None:
+    for _ in range(1200):
+        if await store.exists(key):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{key!r} never appeared")
+
+
+async def _wait_elsewhere(spec: StoreSpec, key: str) -> None:
+    store = spec.open()
+    try:
+        await _wait_for(store, key)
+    finally:
+        await store.stop()
+
+
+def test_a_lapsed_holder_never_frees_the_next_holders_lock(shared_spec: StoreSpec) -> None:
+    first, second = in_processes(2, _one_of_two, shared_spec)
+    assert first is False  # its release found another's token and left it
+    assert second is True
+
+
+async def _one_of_two(index: int, spec: StoreSpec) -> bool:
+    return await (_lapsing_holder if index == 0 else _next_holder)(index, spec)
+
+
 def test_lock_serializes_a_read_modify_write_across_processes(shared_spec: StoreSpec) -> None:
     in_processes(3, _locked_read_modify_write, shared_spec, 20)
 
@@ -393,3 +493,34 @@ async def test_redis_expires_keys_itself_so_delete_expired_has_nothing_to_do(
     assert await store.delete_expired() == 0
     assert await store.get("long") == b"v"
     await store.stop()
+
+
+@pytest.mark.redis
+async def test_redis_reads_what_litestars_redis_store_wrote_and_back(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # A Litestar app's stores: a root RedisStore and the registry's namespaces of it.
+    client = aioredis.Redis.from_url(redis_url)
+    root = f"{redis_prefix}LITESTAR"
+    theirs = StoreRegistry(
+        default_factory=LitestarRedisStore(client, namespace=root).with_namespace
+    )
+    ours_root = open_store(f"{redis_url}?namespace={root}")
+    assert isinstance(ours_root, LitestarRedisStore)
+    ours = StoreRegistry(default_factory=ours_root.with_namespace)
+    try:
+        await theirs.get("sessions").set("sid-1", b'{"user": 7}', expires_in=600)
+        await theirs.get("response_cache").set("GET/api", b"body")
+        assert await ours.get("sessions").get("sid-1") == b'{"user": 7}'
+        assert 590 <= (await ours.get("sessions").expires_in("sid-1") or 0) <= 600
+        assert await ours.get("response_cache").get("GET/api") == b"body"
+
+        await ours.get("sessions").set("sid-2", b"ours", expires_in=60)
+        assert await theirs.get("sessions").get("sid-2") == b"ours"
+        await ours.get("sessions").delete_all()
+        assert await theirs.get("sessions").get("sid-1") is None
+        assert await theirs.get("response_cache").get("GET/api") == b"body"
+    finally:
+        await ours_root.delete_all()
+        await ours_root.stop()
+        await client.aclose()
