@@ -262,14 +262,17 @@ class Cache:
             self._count(decl.prefix, hit=False)
             return await decl.fn(owner, *args, **kwargs)
         if raw is not None:
-            unwrapped = decl.unwrap(raw) if decl.beta is not None else (raw, False)
-            if unwrapped is not None:
+            early = False
+            if decl.beta is not None:
+                unwrapped = decl.unwrap(raw)
+                raw, early = (None, False) if unwrapped is None else unwrapped
+            if raw is not None:
                 try:
-                    value = decode(unwrapped[0])
+                    value = decode(raw)
                 except msgspec.DecodeError:
                     pass  # damaged or from an older shape of the type: recompute
                 else:
-                    if unwrapped[1]:
+                    if early:
                         return await self._refresh(decl, space, key, value, owner, args, kwargs)
                     self._count(decl.prefix, hit=True)
                     return value
