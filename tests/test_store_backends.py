@@ -19,6 +19,7 @@ import pytest
 from monolith.errors import CacheUnavailable
 from monolith.store import open_store
 from monolith.store.disk import DiskStore
+from monolith.store.redis import RedisStore
 from tests.services import free_port, require_binary
 
 pytestmark = pytest.mark.profile_independent
@@ -205,3 +206,15 @@ async def test_redis_unreachable_at_start_fails_calls_not_start() -> None:
     with pytest.raises(CacheUnavailable):
         await asyncio.wait_for(store.get("k"), timeout=10)
     await store.stop()
+
+
+def test_redis_with_client_takes_litestars_arguments() -> None:
+    store = RedisStore.with_client(
+        "redis://cache.internal", db=2, port=1234, username="u", password="p@ss"
+    )
+    assert store.namespace == "LITESTAR"
+    assert store.describe() == "redis://cache.internal:1234/2 (shared; LITESTAR)"
+    assert store._client.url == "redis://u:p%40ss@cache.internal:1234/2"
+    assert RedisStore.with_client(namespace="shop").namespace == "shop"
+    with pytest.raises(ValueError, match="namespace"):
+        RedisStore.with_client(namespace=None)
