@@ -49,6 +49,7 @@ async def durable(n: int, concurrency: int, data_dir: Path) -> float:
         data_dir=data_dir,
         registry=registry,
         run=True,
+        context=None,
     )
     await jobs.start()
     while not jobs.leading:

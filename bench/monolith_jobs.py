@@ -19,8 +19,11 @@ FAILED = "SELECT COUNT(*) FROM jobs WHERE name = 'ops.ping' AND state = 'failed'
 
 
 async def measure(count: int, timeout: float = 120) -> dict[str, float]:
+    from monolith import features
     from monolith.config import load_settings
     from monolith.services import build_services
+
+    assert "ops.ping" in features.REGISTRY.jobs  # importing features registered the app's jobs
 
     svc = build_services(load_settings(dotenv=None))  # enqueues only; never runs jobs
     await svc.start()

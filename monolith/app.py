@@ -11,22 +11,12 @@ from litestar.openapi import OpenAPIConfig
 from litestar.stores.registry import StoreRegistry
 from litestar.types import ControllerRouterHandler
 
-from monolith import __version__
+from monolith import __version__, features
 from monolith.config import Settings
 from monolith.logs import get_logger
 from monolith.server import install_drain_handler
 from monolith.services import Services, build_services
-from monolith.web import (
-    admin_jobs,
-    admin_page,
-    auth,
-    events,
-    health,
-    media,
-    metrics,
-    orders,
-    products,
-)
+from monolith.web import admin_jobs, admin_page, events, health, media, metrics
 from monolith.web.errors import HANDLERS
 from monolith.web.middleware import RequestContextMiddleware
 from monolith.web.ratelimit import rate_limit_middleware
@@ -60,9 +50,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
 
     handlers: list[ControllerRouterHandler] = [
         *health.routes(svc),
-        *products.routes(svc),
-        *auth.routes(svc),
-        *orders.routes(svc),
+        *features.routes(svc),
         *media.routes(svc),
         *events.routes(svc),
         *admin_jobs.routes(svc),

@@ -6,16 +6,20 @@ Every default runs on a laptop with no external services: SQLite and the disk ca
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from monolith.errors import ConfigError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 Env = Literal["development", "production", "test"]
 
@@ -73,12 +77,15 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class CacheSettings:
+class StoreSettings:
+    """The shared key/value store: the cache, rate limits and sessions live in it."""
+
+    #: ``MONOLITH_STORE_URL`` (``MONOLITH_CACHE_URL`` is read as its older name).
     url: str = ""
     size_limit_mb: int = 512
     # Serve product and catalog reads from the cache (off: a database read per request, for
     # measuring the database path or ruling the cache out while debugging).
-    products: bool = True
+    cache_products: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +117,7 @@ class Settings:
     data_dir: Path = Path("var")
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
-    cache: CacheSettings = field(default_factory=CacheSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     log: LogSettings = field(default_factory=LogSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
@@ -203,9 +210,40 @@ def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, 
     return value
 
 
-def _trusted_proxies(raw: str) -> tuple[str, ...]:
-    from monolith.web.client_ip import check_trusted
+@lru_cache(maxsize=16)
+def trusted_networks(trusted: tuple[str, ...]) -> tuple[tuple[IPNetwork, ...], bool]:
+    """The trusted entries as networks, and whether Unix-socket peers are trusted."""
+    networks: list[IPNetwork] = []
+    unix = False
+    for entry in trusted:
+        entry = entry.strip()
+        if entry.lower() == "unix":
+            unix = True
+        elif entry:
+            # ValueError on a bad entry is a configuration error, raised when settings are checked.
+            networks.append(ipaddress.ip_network(entry, strict=False))
+    return tuple(networks), unix
 
+
+def check_trusted(trusted: Iterable[str]) -> None:
+    """Raise ``ValueError`` naming an entry that is not an address, a network or ``unix``."""
+    trusted_networks(tuple(trusted))
+
+
+def _store_url(env: Mapping[str, str]) -> str:
+    """``MONOLITH_STORE_URL``, or its older name ``MONOLITH_CACHE_URL`` (it always configured
+    the whole store: cache, rate limits and sessions); both set to different URLs is an error."""
+    url = env.get("MONOLITH_STORE_URL", "").strip()
+    alias = env.get("MONOLITH_CACHE_URL", "").strip()
+    if url and alias and url != alias:
+        raise ConfigError(
+            "MONOLITH_STORE_URL and MONOLITH_CACHE_URL (its older name) name different stores; "
+            "set only MONOLITH_STORE_URL"
+        )
+    return url or alias
+
+
+def _trusted_proxies(raw: str) -> tuple[str, ...]:
     entries = tuple(p.strip() for p in raw.split(",") if p.strip())
     try:
         check_trusted(entries)
@@ -266,7 +304,7 @@ def load_settings(
     app_env = _choice(env_map, "MONOLITH_ENV", "development", ("development", "production", "test"))
     data_dir = Path(env_map.get("MONOLITH_DATA_DIR") or "var").expanduser().absolute()
     db_url = env_map.get("MONOLITH_DATABASE_URL") or f"sqlite:///{data_dir / 'monolith.db'}"
-    cache_url = env_map.get("MONOLITH_CACHE_URL") or f"disk://{data_dir / 'cache'}"
+    store_url = _store_url(env_map) or f"disk://{data_dir / 'cache'}"
     metrics_dir_raw = env_map.get("MONOLITH_METRICS_DIR") or env_map.get("PROMETHEUS_MULTIPROC_DIR")
     log_format_default = "console" if sys.stderr.isatty() else "json"
     proxies = env_map.get("MONOLITH_TRUSTED_PROXIES", "127.0.0.1,::1")
@@ -291,10 +329,10 @@ def load_settings(
         readers=_int(env_map, "MONOLITH_DB_READERS", 2, minimum=1),
         pool_size=_int(env_map, "MONOLITH_DB_POOL_SIZE", 10, minimum=1),
     )
-    cache = CacheSettings(
-        url=cache_url,
+    store = StoreSettings(
+        url=store_url,
         size_limit_mb=_int(env_map, "MONOLITH_CACHE_SIZE_MB", 512, minimum=1),
-        products=_choice(env_map, "MONOLITH_CACHE_PRODUCTS", "on", ("on", "off")) == "on",
+        cache_products=_choice(env_map, "MONOLITH_CACHE_PRODUCTS", "on", ("on", "off")) == "on",
     )
     security = SecuritySettings(
         secret_key=_secret_key(app_env, data_dir, env_map.get("MONOLITH_SECRET_KEY", "")),  # type: ignore[arg-type]
@@ -325,7 +363,7 @@ def load_settings(
         data_dir=data_dir,
         server=server,
         database=database,
-        cache=cache,
+        store=store,
         security=security,
         log=log,
         jobs=jobs,

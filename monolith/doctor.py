@@ -23,16 +23,19 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from monolith.app import create_app
 from monolith.config import SECRET_KEY_FILE, Settings
+from monolith.database.migrate import available
 from monolith.db import Database
 from monolith.errors import ConfigError
+from monolith.services import build_services
 from monolith.state import SCOPES, HoldsState
 
 Level = Literal["ok", "warn", "problem"]
 
 #: The fix for state that moves with the database URL.
 _DATABASE_FIX = "MONOLITH_DATABASE_URL=postgresql://... (move the data with monolith migrate-data)"
-_CACHE_FIX = "MONOLITH_CACHE_URL=redis://..."
+_CACHE_FIX = "MONOLITH_STORE_URL=redis://..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,8 +316,6 @@ async def reach(
 
 async def migrations_check(db: Database) -> Finding:
     """Pending migrations are fine (serve applies them); unknown or changed ones are not."""
-    from monolith.database.migrate import available
-
     known = {m.version: m for m in available(db.dialect)}
     try:
         rows = await db.fetch_all("SELECT version, checksum FROM schema_migrations")
@@ -343,9 +344,6 @@ async def migrations_check(db: Database) -> Finding:
 
 async def examine(settings: Settings, *, patience: float = 5.0) -> Report:
     """The whole report for these settings (opens backends to ping them, then closes them)."""
-    from monolith.app import create_app
-    from monolith.services import build_services
-
     report = Report(settings.env, settings.server.instances, settings.server.workers)
     try:
         svc = build_services(settings)

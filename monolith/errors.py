@@ -1,8 +1,24 @@
 """The one exception tree of monolith.
 
-Backends translate their driver's errors into these (``raise StateUnavailable(...) from exc``)
-so that callers never import a driver to catch its errors, and the HTTP layer maps each to a
-status code and a one-line reason. This module must never import a driver.
+Every error monolith raises on purpose is a :class:`MonolithError`. Each layer translates
+foreign exceptions at its edge (a backend turns ``sqlite3``, ``asyncpg``, ``redis`` and
+``OSError`` errors into these with ``raise ... from exc``), so callers never import a driver to
+catch its errors. The kinds below the root say what the caller did or what failed, and the
+HTTP layer maps each kind to a status in one table (``monolith.web.errors.STATUS``):
+
+    MonolithError
+    ├── InvalidInput            400  the request is malformed (a cursor this server never made)
+    │   └── InvalidField        422  one field is wrong; the message starts with its name
+    ├── NotFound                404
+    ├── Conflict                409  the change conflicts with the data (IntegrityViolation)
+    ├── PayloadTooLarge         413
+    ├── UnsupportedType         415  content of a type that is not accepted
+    ├── StateUnavailable        503  a dependency is down or too busy (+ Retry-After)
+    ├── ConfigError, NotStarted, UnknownJob, MigrationError, BackupError: not about a request
+
+Feature errors subclass a kind (``InsufficientStock(Conflict)``) and, where useful, their
+area's root too (``MediaUnavailable(MediaError, StateUnavailable)``). This module must never
+import a driver.
 """
 
 from __future__ import annotations
@@ -18,6 +34,30 @@ class ConfigError(MonolithError):
 
 class NotStarted(MonolithError):
     """A backend was used before its ``start()`` ran (the app's lifespan starts them)."""
+
+
+class InvalidInput(MonolithError):
+    """The request is malformed in a way no field names: HTTP 400."""
+
+
+class InvalidField(InvalidInput):
+    """One field of the request is wrong: HTTP 422; the message starts with the field."""
+
+
+class NotFound(MonolithError, LookupError):
+    """What the request names does not exist: HTTP 404."""
+
+
+class Conflict(MonolithError):
+    """The change conflicts with the data as it is: HTTP 409."""
+
+
+class PayloadTooLarge(MonolithError):
+    """The request's content is larger than allowed: HTTP 413."""
+
+
+class UnsupportedType(MonolithError):
+    """The request's content is of a type that is not accepted: HTTP 415."""
 
 
 class StateUnavailable(MonolithError):
@@ -43,11 +83,11 @@ class CacheUnavailable(StateUnavailable):
     """The cache/store backend cannot be reached."""
 
 
-class IntegrityViolation(MonolithError):
+class IntegrityViolation(Conflict):
     """A constraint (unique, foreign key, check) refused a write."""
 
 
-class UnknownJob(MonolithError, LookupError):
+class UnknownJob(NotFound):
     """No job of that name is registered (``@job``) in this process."""
 
 

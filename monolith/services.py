@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from monolith.cache import Cache
 from monolith.channels import open_channels
 from monolith.config import Settings
+from monolith.database.migrate import migrate
 from monolith.db import Database, open_database
 from monolith.events import EventHub
 from monolith.jobs import Jobs
@@ -35,11 +36,21 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
 
+@runtime_checkable
+class Cleanable(Protocol):
+    """A component with housekeeping to do now and then (expired entries, old files)."""
+
+    async def cleanup(self) -> Any: ...
+
+
 @dataclass
-class Services:
+class Components:
+    """The app's components: what route handlers and jobs use (a job gets them as
+    ``ctx.services``, typed ``JobContext[Components]``). Handles to shared state only."""
+
     settings: Settings
     db: Database
-    #: The shared key/value store (``MONOLITH_CACHE_URL``): cache, rate limits, sessions.
+    #: The shared key/value store (``MONOLITH_STORE_URL``): cache, rate limits, sessions.
     store: Store
     #: Read-through cache over ``store`` (namespace ``cache``); see :mod:`monolith.cache`.
     cache: Cache
@@ -53,8 +64,19 @@ class Services:
     events: EventHub
     #: Uploaded files (product images).
     media: MediaStorage
+
+    def cleanables(self) -> list[Cleanable]:
+        """The components with housekeeping to do now and then (``maintenance.cleanup``)."""
+        return [part for part in (self.store, self.media) if isinstance(part, Cleanable)]
+
+
+@dataclass
+class Services(Components):
+    """Everything a process starts and stops: the components, the job component over them,
+    and what ``doctor`` and readiness read."""
+
     #: The job queue: enqueue anywhere; runs jobs only where built with ``run_jobs``.
-    jobs: Jobs
+    jobs: Jobs[Components] = field(kw_only=True)
     #: Which component holds each piece of state ("database", "cache", "sessions", ...), for
     #: ``doctor``: each says its scope (process, box, shared) and describes its backend.
     state: dict[str, HoldsState] = field(default_factory=dict)
@@ -66,8 +88,6 @@ class Services:
 
     async def start(self) -> None:
         """Start the database, apply pending migrations, then start every component."""
-        from monolith.database.migrate import migrate
-
         await self.db.start()
         self._started.append(self.db)
         await migrate(self.db)  # before any component (the job runner) touches the tables
@@ -95,12 +115,9 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
     )
     metrics = Metrics(peers=settings.metrics_peers)
     observability = Observability(settings, db, metrics)
-    store = open_store(settings.cache.url, size_limit_mb=settings.cache.size_limit_mb)
+    store = open_store(settings.store.url, size_limit_mb=settings.store.size_limit_mb)
     channels = open_channels(settings.channels_url, db)
-    jobs = Jobs(db, settings.jobs, data_dir=settings.data_dir, run=run_jobs, metrics=metrics)
-    observability.sources.append(functools.partial(job_families, jobs))
-    observability.sources.append(functools.partial(cache_families, store))
-    services = Services(
+    components = Components(
         settings=settings,
         db=db,
         metrics=metrics,
@@ -114,9 +131,18 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
         ),
         events=EventHub(channels),
         media=open_media(settings.media_dir),
-        jobs=jobs,
     )
-    jobs.services = services
+    jobs: Jobs[Components] = Jobs(
+        db,
+        settings.jobs,
+        data_dir=settings.data_dir,
+        run=run_jobs,
+        context=components,
+        metrics=metrics,
+    )
+    observability.sources.append(functools.partial(job_families, jobs))
+    observability.sources.append(functools.partial(cache_families, store))
+    services = Services(**vars(components), jobs=jobs)
     # Observability first: it watches the statements and the loop of everything after it.
     # Then the store: jobs (started last) may use it from their first run.
     services.components += [observability, store, services.media, services.events, jobs]

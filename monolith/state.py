@@ -97,7 +97,7 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, f"{parts.username}@{host}", parts.path, "", ""))
 
 
-def split_namespace(url: str, default: str) -> tuple[str, str]:
+def url_namespace(url: str, default: str) -> tuple[str, str]:
     """``redis://host/0?namespace=shop`` -> (``redis://host/0``, ``"shop"``); ``default`` if absent.
 
     A namespace keeps several deployments (or test runs) apart on one Redis: the store prefixes

@@ -7,11 +7,14 @@ otherwise; under ``CI=true`` a missing service is an error, never a skip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
+import subprocess
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
@@ -126,3 +129,44 @@ def redis_delete_prefix(prefix: str) -> None:
             await client.aclose()
 
     run_async(run)
+
+
+def launch_redis(port: int, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Start a redis-server of the test's own on ``port`` (into ``procs``), no persistence."""
+    binary = require_binary("redis-server", "redis-server")
+    procs.append(
+        subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+    )
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("redis-server did not start")
+
+
+@contextlib.contextmanager
+def throwaway_redis() -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
+    """A redis-server of this test's own (never the machine's), restartable on its port."""
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    launch_redis(port, procs)
+    yield port, procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

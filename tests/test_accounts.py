@@ -9,7 +9,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 from structlog.testing import capture_logs
 
-from monolith import accounts
+from monolith.accounts import model as accounts
+from monolith.accounts.cache import user_changed
 from monolith.cli.common import started_services
 from tests.apphelpers import ADMIN, app_client, make_settings
 from tests.server import base_env, run_cli
@@ -201,7 +202,7 @@ async def test_admin_routes_take_an_admin_session_or_the_token(
     assert (await client.post("/api/products", json=product)).status_code == 403
     async with started_services(make_settings(data_dir, MONOLITH_DATABASE_URL=db_url)) as svc:
         await accounts.make_admin(svc.db, "ada@example.com", None)
-        await accounts.user_changed(svc, 1)  # what create-admin does after promoting
+        await user_changed(svc, 1)  # what create-admin does after promoting
     # A change made with the session cookie also needs the CSRF header (a cross-site page
     # cannot send it); the token needs none.
     refused = await client.post("/api/products", json=product)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from monolith.backup import create_backup, prune, restore, verify
+from monolith.database.backup import create_backup, prune, restore, verify
 from monolith.database.migrate import migrate
 from monolith.database.sqlite import SQLiteDatabase
 from monolith.db import Database, open_database

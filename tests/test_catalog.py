@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from litestar.testing import AsyncTestClient
 
-from monolith import catalog
+from monolith.shop.catalog import model as catalog
 from tests.apphelpers import ADMIN, app_client, behind_its_back, make_settings
 
 

@@ -18,7 +18,7 @@ def test_defaults_run_on_a_laptop(tmp_path: Path) -> None:
     s = load_settings({"MONOLITH_DATA_DIR": str(tmp_path)}, dotenv=None)
     assert s.env == "development"
     assert s.database.url == f"sqlite:///{tmp_path / 'monolith.db'}"
-    assert s.cache.url == f"disk://{tmp_path / 'cache'}"
+    assert s.store.url == f"disk://{tmp_path / 'cache'}"
     assert (s.server.host, s.server.port, s.server.workers) == ("127.0.0.1", 8000, 1)
     assert s.security.rate_limits["login"] == RateLimit(10, 60)
     # development generates a secret key once, into the data dir, and keeps it
@@ -87,3 +87,22 @@ def test_a_command_with_bad_settings_prints_one_line_and_fails(tmp_path: Path) -
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line, no traceback
     assert "MONOLITH_SECRET_KEY is required in production" in result.stderr
+
+
+def test_the_store_url_has_its_name_and_the_older_name_still_works(tmp_path: Path) -> None:
+    new = load_settings(
+        {"MONOLITH_DATA_DIR": str(tmp_path), "MONOLITH_STORE_URL": "memory://"}, dotenv=None
+    )
+    old = load_settings(
+        {"MONOLITH_DATA_DIR": str(tmp_path), "MONOLITH_CACHE_URL": "memory://"}, dotenv=None
+    )
+    assert new.store.url == old.store.url == "memory://"
+    with pytest.raises(ConfigError, match="MONOLITH_STORE_URL and MONOLITH_CACHE_URL"):
+        load_settings(
+            {
+                "MONOLITH_DATA_DIR": str(tmp_path),
+                "MONOLITH_STORE_URL": "memory://",
+                "MONOLITH_CACHE_URL": f"disk://{tmp_path}",
+            },
+            dotenv=None,
+        )

@@ -98,7 +98,7 @@ def test_several_instances_with_per_box_state_fail_naming_the_fix(data_dir: Path
         "uploads",
     }
     assert item(report, "database")["fix"].startswith("MONOLITH_DATABASE_URL=postgresql://")
-    assert item(report, "cache")["fix"].startswith("MONOLITH_CACHE_URL=redis://")
+    assert item(report, "cache")["fix"].startswith("MONOLITH_STORE_URL=redis://")
 
     done = run_cli("doctor", env=dev_env(data_dir, MONOLITH_INSTANCES="2"))
     assert done.returncode == 1

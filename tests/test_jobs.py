@@ -48,6 +48,7 @@ async def make_jobs(
             data_dir=data_dir,
             registry=registry,
             run=run,
+            context=None,
         )
         await jobs.start()
         started.append(jobs)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from monolith import orders
 from monolith.db import Database, open_database
 from monolith.jobs import Jobs
+from monolith.shop.orders import model as orders
 from tests.apphelpers import make_settings
 from tests.profile import DEFAULT_BACKENDS
 from tests.server import ServerProcess, box_env, run_cli
@@ -42,7 +42,7 @@ async def _make_source(data_dir: Path) -> None:
     settings = make_settings(data_dir, **DEFAULT_BACKENDS)
     db = open_database(settings.database.url)
     await db.start()
-    jobs = Jobs(db, settings.jobs, data_dir=data_dir)
+    jobs = Jobs(db, settings.jobs, data_dir=data_dir, context=None)
     try:
         await _place_orders(db)
         await jobs.start()

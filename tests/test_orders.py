@@ -9,7 +9,7 @@ import pytest
 
 from monolith.db import Database, open_database
 from monolith.errors import DatabaseBusy
-from monolith.orders import (
+from monolith.shop.orders.model import (
     InsufficientStock,
     OrderIn,
     OrderLineIn,

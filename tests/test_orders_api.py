@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from monolith import catalog
 from monolith.jobs import JobContext
-from monolith.orders import (
+from monolith.services import Services, build_services
+from monolith.shop.catalog import cache as catalog_cache
+from monolith.shop.catalog import model as catalog
+from monolith.shop.orders.model import (
     CONFIRM_JOB,
     OrderIn,
     OrderLineIn,
@@ -24,7 +26,6 @@ from monolith.orders import (
     get_order,
     place_order,
 )
-from monolith.services import Services, build_services
 from tests.apphelpers import ADMIN, app_client, make_settings
 
 PASSWORD = "correct horse battery staple"
@@ -261,14 +262,14 @@ async def test_the_confirmation_job_announces_once_and_forgets_stale_stock(svc: 
     (here: stock changed by an order whose request never invalidated)."""
     async with svc.db.transaction() as tx:
         mug = await catalog.create_product(tx, catalog.ProductIn("Mug", 100, stock=10))
-    assert b'"stock":10' in (await catalog.cached_product_json(svc, mug.id) or b"")
+    assert b'"stock":10' in (await catalog_cache.cached_product_json(svc, mug.id) or b"")
     async with svc.db.transaction() as tx:
         order = await place_order(tx, 1, OrderIn([OrderLineIn(mug.id, 3)]))
-    assert b'"stock":10' in (await catalog.cached_product_json(svc, mug.id) or b"")  # stale
+    assert b'"stock":10' in (await catalog_cache.cached_product_json(svc, mug.id) or b"")  # stale
 
     async with svc.events.listen(["orders"]) as listener:
         await run_confirm_job(svc, confirm_payload(order), attempt=1)
-        assert b'"stock":7' in (await catalog.cached_product_json(svc, mug.id) or b"")
+        assert b'"stock":7' in (await catalog_cache.cached_product_json(svc, mug.id) or b"")
         first = await get_order(svc.db, 1, order.id)
         assert first is not None and first.status == "confirmed"
         await run_confirm_job(svc, confirm_payload(order), attempt=2)

@@ -19,8 +19,14 @@ import httpx
 import pytest
 
 from tests.server import ADMIN_TOKEN, ServerProcess, base_env, box_env
-from tests.services import REDIS_URL, free_port, require_binary, require_redis, unique_name
-from tests.test_store_backends import _launch_redis
+from tests.services import (
+    REDIS_URL,
+    free_port,
+    launch_redis,
+    require_binary,
+    require_redis,
+    unique_name,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -203,7 +209,7 @@ def test_redis_going_away_is_a_503_and_heals_itself(tmp_path: Path) -> None:
     require_binary("redis-server", "redis-server")
     port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
-    _launch_redis(port, procs)
+    launch_redis(port, procs)
     data_dir = tmp_path / "var"
     data_dir.mkdir()
     env = base_env(
@@ -223,7 +229,7 @@ def test_redis_going_away_is_a_503_and_heals_itself(tmp_path: Path) -> None:
             assert fresh("GET", f"{proc.url}/health/ready").status_code == 503
             assert fresh("GET", f"{proc.url}/health/live").status_code == 200
 
-            _launch_redis(port, procs)  # same port, empty: nothing restarted on our side
+            launch_redis(port, procs)  # same port, empty: nothing restarted on our side
             back = many(10, "GET", url)
             assert {r.status_code for r in back} == {200}
             assert len(pids(back)) == 2

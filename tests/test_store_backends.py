@@ -6,11 +6,9 @@ import asyncio
 import os
 import pickle
 import shutil
-import socket
 import sqlite3
 import stat
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from monolith.errors import CacheUnavailable
 from monolith.store import open_store
 from monolith.store.disk import DiskStore
 from monolith.store.redis import RedisStore
-from tests.services import free_port, require_binary
+from tests.services import free_port, launch_redis, throwaway_redis
 
 pytestmark = pytest.mark.profile_independent
 
@@ -133,44 +131,10 @@ async def test_disk_file_replaced_by_garbage_at_start(tmp_path: Path) -> None:
 # -- Redis going away ------------------------------------------------------------------------
 
 
-def _launch_redis(port: int, procs: list[subprocess.Popen[bytes]]) -> None:
-    binary = require_binary("redis-server", "redis-server")
-    procs.append(
-        subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-    )
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("redis-server did not start")
-
-
-@pytest.fixture
-def throwaway_redis() -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
-    """A redis-server of this test's own (never the machine's), restartable on its port."""
-    port = free_port()
-    procs: list[subprocess.Popen[bytes]] = []
-    _launch_redis(port, procs)
-    yield port, procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+@pytest.fixture(name="throwaway_redis")
+def _throwaway_redis() -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
+    with throwaway_redis() as redis:
+        yield redis
 
 
 @pytest.mark.redis
@@ -190,7 +154,7 @@ async def test_redis_outage_is_cache_unavailable_and_heals_itself(
             await call
         assert caught.value.retry_after >= 1
 
-    _launch_redis(port, procs)
+    launch_redis(port, procs)
     # Same store object, no restart of ours: the pool reconnects and scripts reload.
     await store.set("k", b"back")
     assert await store.get("k") == b"back"

@@ -18,9 +18,10 @@ from __future__ import annotations
 from litestar.channels.backends.base import ChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
 
-from monolith.db import Database
+from monolith.channels.database import DatabaseChannelsBackend
+from monolith.database.base import Database
 from monolith.errors import ConfigError
-from monolith.state import split_namespace
+from monolith.state import url_namespace
 
 __all__ = ["ChannelsBackend", "MemoryChannels", "open_channels", "scope", "supports_history"]
 
@@ -43,15 +44,13 @@ def open_channels(
     """
     scheme = url.split(":", 1)[0].lower() if url else ""
     if scheme == "":
-        from monolith.channels.database import DatabaseChannelsBackend
-
         return DatabaseChannelsBackend(db, history=history)
     if scheme in ("redis", "rediss", "unix"):
-        try:
+        try:  # redis is an optional dependency (monolith[redis])
             from monolith.channels.redis import RedisChannelsBackend
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ConfigError("Redis pub/sub needs redis: pip install 'monolith[redis]'") from exc
-        url, namespace = split_namespace(url, "")
+        url, namespace = url_namespace(url, "")
         return RedisChannelsBackend(url, prefix=f"{namespace}:" if namespace else prefix)
     if scheme == "memory":
         return MemoryChannels(history=history)

@@ -31,7 +31,7 @@ from collections.abc import AsyncGenerator, Iterable
 import structlog
 from litestar.channels.backends.base import ChannelsBackend
 
-from monolith.db import Database
+from monolith.database.base import Database
 from monolith.errors import NotStarted, StateUnavailable
 
 log = structlog.get_logger("monolith.channels")

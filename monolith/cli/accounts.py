@@ -6,7 +6,8 @@ import argparse
 import getpass
 import sys
 
-from monolith import accounts
+from monolith.accounts import model as accounts
+from monolith.accounts.cache import user_changed
 from monolith.cli.common import emit, fail, run, settings_from_env, started_services
 
 MIN_PASSWORD = 8
@@ -52,7 +53,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     async def go() -> tuple[accounts.User, bool]:
         async with started_services(settings) as svc:
             user, created = await accounts.make_admin(svc.db, email, password)
-            await accounts.user_changed(svc, user.id)
+            await user_changed(svc, user.id)
             return user, created
 
     try:

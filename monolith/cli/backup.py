@@ -1,6 +1,6 @@
 """``monolith backup`` and ``monolith restore``: verified copies of the database.
 
-The work is done by :mod:`monolith.backup`; this module only parses, shows progress and reports.
+The work is done by :mod:`monolith.database.backup`; this module parses, shows progress, reports.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import argparse
 import threading
 from pathlib import Path
 
-from monolith import backup
 from monolith.cli.common import Progress, add_json_flag, emit, run, settings_from_env, started_db
+from monolith.database import backup
 from monolith.errors import BackupError
 
 

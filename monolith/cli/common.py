@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from monolith import features as _features  # noqa: F401  (registers the app's jobs and schedules)
 from monolith.config import Settings, load_settings
 from monolith.db import Database
 from monolith.logs import configure_logging

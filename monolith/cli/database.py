@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from monolith import catalog
 from monolith.cli.common import add_json_flag, emit, run, settings_from_env, started_db
 from monolith.database import migrate as migrations
+from monolith.shop.catalog import model as catalog
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enq.set_defaults(func=cmd_enqueue)
 
 
-def _with_jobs(action: Callable[[Jobs], Awaitable[Any]]) -> Any:
+def _with_jobs(action: Callable[[Jobs[Any]], Awaitable[Any]]) -> Any:
     settings = settings_from_env()
 
     async def go() -> Any:
@@ -90,7 +90,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    async def collect(jobs: Jobs) -> dict[str, Any]:
+    async def collect(jobs: Jobs[Any]) -> dict[str, Any]:
         stats = await jobs.queue.stats()
         healthy, reason = await jobs.health()
         return {
@@ -123,7 +123,7 @@ def _runner(r: Any) -> dict[str, Any]:
 
 
 def _repair(args: argparse.Namespace, verb: str) -> int:
-    async def act(jobs: Jobs) -> tuple[Job | None, Job | None]:
+    async def act(jobs: Jobs[Any]) -> tuple[Job | None, Job | None]:
         done = await (jobs.queue.retry(args.id) if verb == "retry" else jobs.queue.discard(args.id))
         return done, (None if done else await jobs.queue.get(args.id))
 
@@ -154,7 +154,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     if args.count < 1:
         return fail("jobs enqueue", "--count must be at least 1")
 
-    async def add(jobs: Jobs) -> list[int | None]:
+    async def add(jobs: Jobs[Any]) -> list[int | None]:
         jobs.registry.get(args.name)  # unknown names fail before anything is written
         ids: list[int | None] = []
         async with jobs.db.transaction() as tx:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import time
 
 from monolith.cli.common import run, settings_from_env, started_services
 from monolith.config import parse_workers
+from monolith.observability.metrics import Metrics, enable_multiprocess, forget_process
+from monolith.server import serve
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,12 +26,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
-    import time
-
-    from monolith.observability.metrics import Metrics, enable_multiprocess, forget_process
-    from monolith.server import serve
-
     settings = settings_from_env(service=True)
     # Before anything counts and before granian forks: every process of this serve writes
     # its metrics to a fresh directory, and /metrics adds them up.

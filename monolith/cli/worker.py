@@ -15,6 +15,7 @@ import signal
 
 from monolith.cli.common import run, settings_from_env
 from monolith.logs import get_logger
+from monolith.observability.metrics import enable_multiprocess
 from monolith.services import build_services
 
 log = get_logger("monolith.worker")
@@ -28,8 +29,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from monolith.observability.metrics import enable_multiprocess
-
     settings = settings_from_env(service=True)
     # Job counts go to files that serve's /metrics adds in (MONOLITH_METRICS_PEERS).
     enable_multiprocess(settings.worker_metrics_dir, wipe=False)

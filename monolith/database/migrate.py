@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 
-from monolith.db import Database, Transaction
+from monolith.database.base import Database, Transaction
 from monolith.errors import MigrationError
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from monolith.db import BackupProgress, Database, Params, Row, Transaction
+from monolith.database.base import BackupProgress, Database, Params, Row, Transaction
 from monolith.errors import (
     BackupError,
     DatabaseBusy,

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from monolith.db import BackupProgress, Database, Params, Row, Transaction
+from monolith.database.base import BackupProgress, Database, Params, Row, Transaction
 from monolith.errors import (
     DatabaseBusy,
     DatabaseUnavailable,

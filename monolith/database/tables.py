@@ -26,8 +26,8 @@ from typing import Any, Protocol
 import aiosqlite
 import msgspec
 
+from monolith.database.base import Database, Queries
 from monolith.database.values import Canon, Convert, canon_for, converter
-from monolith.db import Database, Queries
 from monolith.errors import MonolithError
 
 _MOD = 1 << 256

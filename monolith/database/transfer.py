@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from monolith.database import open_database
+from monolith.database.base import Database, Transaction
 from monolith.database.migrate import available, migrate
 from monolith.database.tables import (
     Checksum,
@@ -36,7 +38,6 @@ from monolith.database.tables import (
     target_checksum,
     target_types,
 )
-from monolith.db import Database, Transaction, open_database
 from monolith.errors import StateUnavailable
 
 __all__ = ["Outcome", "TransferError", "move"]

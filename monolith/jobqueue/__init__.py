@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monolith.db import Database
+from monolith.database.base import Database
 from monolith.jobqueue.base import JobQueue
+from monolith.jobqueue.sqlite import SQLiteQueue
 
 
 def open_queue(db: Database, data_dir: Path) -> JobQueue:
     """The queue living in ``db``; box-local signals (socket, lock file) go in ``data_dir``."""
     if db.dialect == "postgresql":
+        # asyncpg is an optional dependency (monolith[postgres]): imported only when used.
         from monolith.jobqueue.postgres import PostgresQueue
 
         return PostgresQueue(db)
-    from monolith.jobqueue.sqlite import SQLiteQueue
-
     return SQLiteQueue(db, data_dir)

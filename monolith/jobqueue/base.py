@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from monolith.db import Database, Row, Transaction
+from monolith.database.base import Database, Row, Transaction
 from monolith.jobqueue.coordination import Election, Wakeup
 
 STATES = ("queued", "running", "failed", "done")

@@ -35,7 +35,7 @@ import socket
 from pathlib import Path
 from typing import ClassVar
 
-from monolith.db import Transaction
+from monolith.database.base import Transaction
 
 # sockaddr_un holds 108 bytes on Linux; longer data-dir paths use the abstract namespace.
 _MAX_SOCKET_PATH = 100

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
 
 import structlog
 
+from monolith.jobqueue.registry import JobsHandle, runner_id
 from monolith.jobqueue.runner import Runner
 from monolith.jobqueue.scheduler import Scheduler
-
-if TYPE_CHECKING:
-    from monolith.jobs import Jobs
 
 log = structlog.get_logger("monolith.jobs")
 
@@ -27,7 +24,7 @@ RETRY_SECONDS = 1.0
 
 
 class JobHost:
-    def __init__(self, jobs: Jobs, *, retry: float = RETRY_SECONDS) -> None:
+    def __init__(self, jobs: JobsHandle, *, retry: float = RETRY_SECONDS) -> None:
         self.jobs = jobs
         self.retry = retry
         self.election = jobs.queue.election()
@@ -66,8 +63,6 @@ class JobHost:
                 await asyncio.wait_for(self._stopping.wait(), self.retry)
 
     async def _take_over(self) -> None:
-        from monolith.jobs import runner_id
-
         try:
             self.runner = Runner(self.jobs, runner_id())
             await self.runner.start()

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from monolith.db import Database, Transaction
+from monolith.database.base import Database, Transaction
 from monolith.jobqueue.base import JobQueue
 from monolith.jobqueue.coordination import Election, WakeSignal, Wakeup
 from monolith.state import redact_url

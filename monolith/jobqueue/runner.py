@@ -20,16 +20,13 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
-import msgspec
 import structlog
 
 from monolith.errors import StateUnavailable, UnknownJob
 from monolith.jobqueue.base import Job, Outcome, RunnerInfo
-
-if TYPE_CHECKING:
-    from monolith.jobs import Jobs
+from monolith.jobqueue.registry import JobsHandle
 
 log = structlog.get_logger("monolith.jobs")
 T = TypeVar("T")
@@ -39,7 +36,7 @@ _RETRY_STORE = 1.0  # seconds between attempts to reach a database that is down
 
 
 class Runner:
-    def __init__(self, jobs: Jobs, worker: str) -> None:
+    def __init__(self, jobs: JobsHandle, worker: str) -> None:
         self.jobs = jobs
         self.queue = jobs.queue
         self.id = worker
@@ -118,8 +115,6 @@ class Runner:
     # -- running ---------------------------------------------------------------------------
 
     async def _run(self, job: Job) -> None:
-        from monolith.jobs import JobContext
-
         self._started[job.id] = time.perf_counter()
         try:
             try:
@@ -129,16 +124,7 @@ class Runner:
                 self._failed(job, str(exc), lambda attempt: 60.0 * attempt)
                 return
             try:
-                ctx = JobContext(
-                    id=job.id,
-                    name=job.name,
-                    attempt=job.attempts,
-                    max_attempts=job.max_attempts,
-                    payload=msgspec.json.decode(job.payload),
-                    unique_key=job.unique_key,
-                    jobs=self.jobs,
-                    services=self.jobs.services,
-                )
+                ctx = self.jobs.context(job)
                 async with asyncio.timeout(spec.timeout):
                     await spec.fn(ctx)
             except TimeoutError:

@@ -19,8 +19,9 @@ since 3.x calls plain job functions without it. This module must never run a job
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from apscheduler.executors.asyncio import AsyncIOExecutor
@@ -30,11 +31,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monolith.errors import StateUnavailable
-
-if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
-
-    from monolith.jobs import Jobs, Schedule
+from monolith.jobqueue.registry import JobsHandle, Schedule
 
 log = structlog.get_logger("monolith.jobs")
 
@@ -79,7 +76,7 @@ def _placeholder() -> None:
 
 
 class Scheduler:
-    def __init__(self, jobs: Jobs) -> None:
+    def __init__(self, jobs: JobsHandle) -> None:
         self.jobs = jobs
         self.schedules = dict(jobs.registry.schedules)
         self._aps: Any = None

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monolith.db import Database
+from monolith.database.base import Database
 from monolith.jobqueue.base import JobQueue
 from monolith.jobqueue.coordination import Election, FileLockElection, SocketWakeup
 

@@ -21,6 +21,7 @@ from monolith.media.base import (
     new_key,
 )
 from monolith.media.images import MAX_IMAGE_BYTES, check_image, sniff_image
+from monolith.media.local import LocalMediaStorage
 
 __all__ = [
     "CONTENT_TYPES",
@@ -42,6 +43,4 @@ __all__ = [
 
 def open_media(media_dir: Path) -> MediaStorage:
     """The storage for uploads: the local directory (``Settings.media_dir``)."""
-    from monolith.media.local import LocalMediaStorage
-
     return LocalMediaStorage(media_dir)

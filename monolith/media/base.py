@@ -16,7 +16,13 @@ import abc
 import re
 import secrets
 
-from monolith.errors import MonolithError, StateUnavailable
+from monolith.errors import (
+    MonolithError,
+    NotFound,
+    PayloadTooLarge,
+    StateUnavailable,
+    UnsupportedType,
+)
 
 #: The types we store, by the extension their keys end with.
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
@@ -28,19 +34,19 @@ class MediaError(MonolithError):
     """Root of the errors about stored files."""
 
 
-class MediaNotFound(MediaError):
+class MediaNotFound(MediaError, NotFound):
     """No file under this key (or not a key this storage could have made): HTTP 404."""
 
 
-class MediaTooLarge(MediaError):
+class MediaTooLarge(MediaError, PayloadTooLarge):
     """The upload is larger than allowed: HTTP 413."""
 
 
-class UnsupportedMedia(MediaError):
+class UnsupportedMedia(MediaError, UnsupportedType):
     """The upload's content is not a type we accept, whatever its name says: HTTP 415."""
 
 
-class MediaUnavailable(StateUnavailable):
+class MediaUnavailable(MediaError, StateUnavailable):
     """The storage cannot take or give files right now (disk full, bucket down): HTTP 503."""
 
 

@@ -24,7 +24,7 @@ import psutil
 from prometheus_client.metrics_core import Metric
 
 from monolith.config import Settings
-from monolith.db import Database
+from monolith.database.base import Database
 from monolith.logs import get_logger
 from monolith.observability import history
 from monolith.observability.loopmon import LoopMonitor

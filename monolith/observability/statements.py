@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from monolith.db import Database
+from monolith.database.base import Database
 from monolith.logs import get_logger
 from monolith.observability.metrics import Metrics
 

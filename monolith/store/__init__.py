@@ -1,6 +1,6 @@
 """Shared key/value state: the :class:`Store` interface and :func:`open_store`, the one factory.
 
-``MONOLITH_CACHE_URL`` picks the backend: ``disk://path`` (default; shared by the processes of
+``MONOLITH_STORE_URL`` picks the backend: ``disk://path`` (default; shared by the processes of
 one box), ``redis://host:port/db`` (shared by boxes), ``memory://`` (one process; tests).
 Callers never branch on the backend. Importing this package never imports ``redis``.
 """
@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from monolith.errors import ConfigError
-from monolith.state import split_namespace
-from monolith.store.base import TTL, Scope, Store, StoreStats
+from monolith.state import Scope, url_namespace
+from monolith.store.base import TTL, Store, StoreStats
+from monolith.store.disk import DiskStore
+from monolith.store.memory import MemoryStore
 
 __all__ = ["TTL", "Scope", "Store", "StoreStats", "open_store"]
 
@@ -30,29 +32,26 @@ def open_store(url: str, *, namespace: str = "monolith", **options: Any) -> Stor
     scheme = scheme.lower()
     if not sep:
         raise ConfigError(
-            f"MONOLITH_CACHE_URL: expected disk://path, redis://... or memory://, got {url!r}"
+            f"MONOLITH_STORE_URL: expected disk://path, redis://... or memory://, got {url!r}"
         )
     if scheme == "memory":
-        from monolith.store.memory import MemoryStore
-
         return MemoryStore(namespace)
     if scheme == "disk":
         if not rest:
             raise ConfigError(
-                "MONOLITH_CACHE_URL: disk:// needs a directory, e.g. disk://var/cache"
+                "MONOLITH_STORE_URL: disk:// needs a directory, e.g. disk://var/cache"
             )
-        from monolith.store.disk import DiskStore
-
         return DiskStore(
             Path(rest), namespace=namespace, **_only(options, "size_limit_mb", "timeout")
         )
     if scheme in ("redis", "rediss", "unix"):
+        # redis is an optional dependency (monolith[redis]): imported only when named.
         from monolith.store.redis import RedisStore
 
-        url, namespace = split_namespace(url, namespace)
+        url, namespace = url_namespace(url, namespace)
         return RedisStore(url, namespace=namespace, **_only(options, "timeout", "connect_timeout"))
     raise ConfigError(
-        f"MONOLITH_CACHE_URL: unknown scheme {scheme!r}; use disk://path, redis://host:port/0 or memory://"
+        f"MONOLITH_STORE_URL: unknown scheme {scheme!r}; use disk://path, redis://host:port/0 or memory://"
     )
 
 

@@ -42,10 +42,10 @@ from typing import ClassVar, Literal, Self
 
 from litestar.stores.base import NamespacedStore
 
+from monolith.state import Scope
+
 #: A time to live: seconds (int or float) or a timedelta.
 TTL = int | float | timedelta
-#: Where a backend's data lives, for ``doctor``: this process, this box, or shared by boxes.
-Scope = Literal["process", "box", "shared"]
 
 _CHILD = re.compile(r"[A-Za-z0-9_.-]+")
 

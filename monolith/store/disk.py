@@ -35,7 +35,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 import diskcache
 
 from monolith.errors import CacheUnavailable
-from monolith.store.base import Scope, Store
+from monolith.state import Scope
+from monolith.store.base import Store
 from monolith.store.windows import WindowTable
 
 T = TypeVar("T")

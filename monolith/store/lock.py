@@ -21,7 +21,7 @@ from monolith.errors import StateUnavailable
 from monolith.store.base import Store
 
 
-class LockTimeout(TimeoutError):
+class LockTimeout(StateUnavailable, TimeoutError):
     """The lock stayed held by another owner for longer than the caller would wait."""
 
 

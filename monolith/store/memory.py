@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from typing import ClassVar, Literal
 
-from monolith.store.base import Scope, Store
+from monolith.state import Scope
+from monolith.store.base import Store
 
 _Entry = tuple[bytes, float | None]  # value, wall-clock deadline (None: no expiry)
 

@@ -44,7 +44,8 @@ from litestar.stores.redis import RedisStore as LitestarRedisStore
 from litestar.types import Empty, EmptyType
 
 from monolith.errors import CacheUnavailable
-from monolith.store.base import Scope, Store
+from monolith.state import Scope
+from monolith.store.base import Store
 
 T = TypeVar("T")
 

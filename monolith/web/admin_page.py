@@ -26,18 +26,19 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
-from monolith import accounts
+from monolith.accounts import model as accounts
 from monolith.observability.overview import overview
 from monolith.services import Services
 from monolith.sessions import COOKIE
 from monolith.web import admin_session
-from monolith.web.auth import WRONG_CREDENTIALS, start_session
 from monolith.web.guards import (
+    WRONG_CREDENTIALS,
     admin_credential,
     admin_guard,
     bearer_token,
     current_user,
     is_admin_token,
+    start_session,
 )
 
 Req = Request[Any, Any, Any]

@@ -19,31 +19,14 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from monolith.config import IPNetwork, check_trusted, trusted_networks
+
+__all__ = ["UNKNOWN", "check_trusted", "client_ip"]
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: What :func:`client_ip` returns when the server knows nothing about the client.
 UNKNOWN = "unknown"
-
-
-@lru_cache(maxsize=16)
-def _networks(trusted: tuple[str, ...]) -> tuple[tuple[IPNetwork, ...], bool]:
-    """The trusted entries as networks, and whether Unix-socket peers are trusted."""
-    networks: list[IPNetwork] = []
-    unix = False
-    for entry in trusted:
-        entry = entry.strip()
-        if entry.lower() == "unix":
-            unix = True
-        elif entry:
-            # ValueError on a bad entry is a configuration error, raised when settings are checked.
-            networks.append(ipaddress.ip_network(entry, strict=False))
-    return tuple(networks), unix
-
-
-def check_trusted(trusted: Iterable[str]) -> None:
-    """Raise ``ValueError`` naming an entry that is not an address, a network or ``unix``."""
-    _networks(tuple(trusted))
 
 
 # Every request asks (the access log and the rate limiter each once), mostly for the same few
@@ -87,7 +70,7 @@ def client_ip(scope: Mapping[str, Any], trusted: Iterable[str]) -> str:
     An entry that is not an address stops the walk and is returned as written: a trusted proxy
     put it there, so it is the best name for the client there is.
     """
-    networks, trust_unix = _networks(tuple(trusted))
+    networks, trust_unix = trusted_networks(tuple(trusted))
     client = scope.get("client")
     peer_text = str(client[0]) if client else ""
     peer = _parse(peer_text) if peer_text else None

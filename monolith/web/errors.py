@@ -1,7 +1,9 @@
 """Exception handlers: every error is ``{"status_code": N, "detail": "one line"}``.
 
-A client never sees a stack trace. A 500 logs the trace with the request id; a dependency that
-is down (StateUnavailable) is a 503 with ``Retry-After``; a refused constraint is a 409.
+A client never sees a stack trace. :data:`STATUS` is the one table from monolith's error kinds
+(:mod:`monolith.errors`) to HTTP statuses, so a route raises what went wrong and never picks
+a status for it; a dependency that is down (StateUnavailable) is a 503 with ``Retry-After``;
+anything unexpected is a 500 whose trace goes to the log with the request id.
 """
 
 from __future__ import annotations
@@ -12,7 +14,17 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from monolith.errors import IntegrityViolation, StateUnavailable
+from monolith.errors import (
+    Conflict,
+    IntegrityViolation,
+    InvalidField,
+    InvalidInput,
+    MonolithError,
+    NotFound,
+    PayloadTooLarge,
+    StateUnavailable,
+    UnsupportedType,
+)
 from monolith.logs import get_logger
 from monolith.web.body import field_error
 
@@ -54,9 +66,39 @@ def state_unavailable(request: Req, exc: StateUnavailable) -> Response[Any]:
     )
 
 
-def integrity_violation(request: Req, exc: IntegrityViolation) -> Response[Any]:
-    log.info("constraint refused a write", path=request.url.path, error=str(exc))
-    return _error(409, "the change conflicts with existing data")
+#: Each error kind's status; the most specific kind in an error's MRO wins.
+STATUS: dict[type[MonolithError], int] = {
+    InvalidInput: 400,
+    InvalidField: 422,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    UnsupportedType: 415,
+    StateUnavailable: 503,
+}
+
+
+def status_of(exc: MonolithError) -> int:
+    """The HTTP status of a monolith error (500 for a kind that is not about a request)."""
+    for kind in type(exc).__mro__:
+        status = STATUS.get(kind)
+        if status is not None:
+            return status
+    return HTTP_500_INTERNAL_SERVER_ERROR
+
+
+def monolith_error(request: Req, exc: MonolithError) -> Response[Any]:
+    status = status_of(exc)
+    if status == 503:
+        assert isinstance(exc, StateUnavailable)
+        return state_unavailable(request, exc)
+    if status == HTTP_500_INTERNAL_SERVER_ERROR:
+        return internal_error(request, exc)
+    if type(exc) is IntegrityViolation:
+        # A constraint the database refused: its message names tables and values.
+        log.info("constraint refused a write", path=request.url.path, error=str(exc))
+        return _error(409, "the change conflicts with existing data")
+    return _error(status, str(exc))
 
 
 def internal_error(request: Req, exc: Exception) -> Response[Any]:
@@ -72,7 +114,6 @@ def internal_error(request: Req, exc: Exception) -> Response[Any]:
 HANDLERS: dict[Any, Any] = {
     ValidationException: validation_exception,
     HTTPException: http_exception,
-    StateUnavailable: state_unavailable,
-    IntegrityViolation: integrity_violation,
+    MonolithError: monolith_error,
     Exception: internal_error,
 }

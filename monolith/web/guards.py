@@ -25,7 +25,8 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from monolith.accounts import User, load_user
+from monolith.accounts.cache import load_user
+from monolith.accounts.model import User
 from monolith.config import Settings
 from monolith.services import Services
 from monolith.sessions import COOKIE, Session
@@ -48,6 +49,18 @@ def bearer_token(connection: Connection) -> str | None:
 def is_admin_token(settings: Settings, token: str | None) -> bool:
     expected = settings.security.admin_token
     return bool(expected and token and hmac.compare_digest(token.encode(), expected.encode()))
+
+
+WRONG_CREDENTIALS = "wrong email or password"
+
+
+async def start_session(svc: Services, request: Connection, user: User) -> str:
+    """Sign ``user`` in; the ``Set-Cookie`` value of the new session.
+
+    A new session at every login: never reuse one a client brought (session fixation).
+    """
+    await svc.sessions.destroy(request.cookies.get(COOKIE))
+    return svc.sessions.set_cookie(await svc.sessions.create(user.id))
 
 
 async def current_session(svc: Services, connection: Connection) -> Session | None:

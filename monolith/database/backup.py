@@ -22,8 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from monolith.database import sqlite_path
+from monolith.database.base import BackupProgress, Database
 from monolith.database.migrate import available
-from monolith.db import BackupProgress, Database, sqlite_path
 from monolith.errors import BackupError
 
 #: Backups made by `monolith backup`: monolith-20250101T031500Z.db (UTC), then -1, -2... when

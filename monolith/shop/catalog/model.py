@@ -1,8 +1,8 @@
-"""The catalog: products, their JSON, and the writes that change them.
+"""The catalog's model: products, their JSON, the queries and the writes that change them.
 
 Reads return encoded JSON bytes, so a cache can hold exactly what is sent and an ETag is a
-hash of those bytes. Every write goes through one transaction; callers invalidate what they
-cached after it commits.
+hash of those bytes. Every write goes through one transaction; what follows a committed write
+(cache keys to drop, events to publish) is :mod:`monolith.shop.catalog.effects`.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import binascii
 import random
 import time
 from collections.abc import Iterable
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 import msgspec
 
-from monolith.cache import HasCache, cached
 from monolith.db import Database, Queries, Row, Transaction
+from monolith.errors import InvalidInput
 from monolith.patch import Patch
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -63,8 +63,8 @@ _COLUMNS = "id, name, description, price_cents, stock, image_key, created_at, up
 _encoder = msgspec.json.Encoder()
 
 
-class InvalidCursor(ValueError):
-    pass
+class InvalidCursor(InvalidInput):
+    """A pagination cursor this server did not return (HTTP 400)."""
 
 
 def encode_cursor(last_id: int) -> str:
@@ -160,15 +160,6 @@ async def delete_product(tx: Transaction, product_id: int) -> bool:
     return await tx.execute("DELETE FROM products WHERE id = ?", (product_id,)) > 0
 
 
-def product_event(kind: str, product: Product) -> dict[str, Any]:
-    """A ``products`` channel event: ``product.created``/``product.updated`` with the product."""
-    return {"type": f"product.{kind}", "id": product.id, "product": product}
-
-
-def product_deleted_event(product_id: int) -> dict[str, Any]:
-    return {"type": "product.deleted", "id": product_id}
-
-
 async def count_products(db: Database) -> int:
     return int(await db.fetch_val("SELECT COUNT(*) FROM products") or 0)
 
@@ -230,37 +221,3 @@ async def seed_demo(db: Database, *, only_if_empty: bool = False) -> int:
             rows,
         )
     return len(rows)
-
-
-# -- cached reads (each key is defined here, with its strategy) ------------------------------
-
-
-class HasDatabase(HasCache, Protocol):
-    @property
-    def db(self) -> Database: ...
-
-
-@cached("product", ttl=300, strategy="invalidate-on-write")
-async def cached_product_json(svc: HasDatabase, product_id: int) -> bytes | None:
-    """``GET /api/products/{id}``'s body (None: no such product, cached too, so probing
-    missing ids does not reach the database). Invalidated by :func:`product_changed`."""
-    return await product_json(svc.db, product_id)
-
-
-@cached("catalog", ttl=60, strategy="invalidate-on-write")
-async def cached_page_json(svc: HasDatabase, limit: int, after: int) -> bytes:
-    """A catalog page's body. Every product write can move any page, so a write forgets them
-    all (:func:`product_changed`); the TTL only bounds how long an unread page is kept."""
-    return await page_json(svc.db, limit, after)
-
-
-async def product_changed(svc: HasCache, product_id: int) -> None:
-    """Call after any committed write to a product: no worker serves the old one again."""
-    await products_changed(svc, [product_id])
-
-
-async def products_changed(svc: HasCache, product_ids: Iterable[int]) -> None:
-    """:func:`product_changed` for several products (an order's), forgetting the pages once."""
-    for product_id in sorted(set(product_ids)):
-        await svc.cache.invalidate("product", product_id)
-    await svc.cache.invalidate_all("catalog")

@@ -21,10 +21,8 @@ import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from monolith.cache import HasCache, cached
-from monolith.catalog import HasDatabase
 from monolith.db import Database, Queries, Row
-from monolith.errors import IntegrityViolation
+from monolith.errors import IntegrityViolation, InvalidField
 from monolith.patch import Patch
 
 Role = Literal["user", "admin"]
@@ -81,12 +79,12 @@ class Profile(msgspec.Struct):
     bio: str
 
 
-class InvalidEmail(ValueError):
-    pass
+class InvalidEmail(InvalidField):
+    """Not an email address (HTTP 422)."""
 
 
 class EmailTaken(IntegrityViolation):
-    pass
+    """An account with this email exists (HTTP 409)."""
 
 
 def normalize_email(email: str) -> str:
@@ -191,25 +189,3 @@ async def make_admin(db: Database, email: str, password: str | None) -> tuple[Us
         )
     assert row is not None
     return to_user(row), False
-
-
-# -- cached reads (the key is defined here, with its strategy) ---------------------------------
-
-
-@cached("user", ttl=300, strategy="invalidate-on-write")
-async def load_user(svc: HasDatabase, user_id: int) -> User | None:
-    """The account behind a session; invalidated by profile changes and role changes."""
-    return await get_user(svc.db, user_id)
-
-
-@cached("profile", ttl=300, strategy="invalidate-on-write")
-async def load_profile(svc: HasDatabase, user_id: int) -> Profile | None:
-    """The public profile; invalidated by ``PATCH /api/me/profile`` and ``create-admin``."""
-    user = await get_user(svc.db, user_id)
-    return None if user is None else Profile(user.id, user.name, user.bio)
-
-
-async def user_changed(svc: HasCache, user_id: int) -> None:
-    """Call after any committed write to a user: every worker stops serving the old one."""
-    await svc.cache.invalidate("user", user_id)
-    await svc.cache.invalidate("profile", user_id)

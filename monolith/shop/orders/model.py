@@ -21,11 +21,11 @@ from typing import Annotated, Literal
 import msgspec
 
 from monolith.db import Queries, Row, Transaction
-from monolith.errors import MonolithError
+from monolith.errors import Conflict, InvalidField, MonolithError
 
 Status = Literal["pending", "confirmed", "cancelled"]
 MAX_PAGE = 100
-#: The job that confirms a placed order (registered in :mod:`monolith.tasks`).
+#: The job that confirms a placed order (:mod:`monolith.shop.orders.jobs`).
 CONFIRM_JOB = "orders.confirm"
 
 
@@ -70,7 +70,7 @@ class OrderError(MonolithError):
     """An order that cannot be placed as asked; the message names the product."""
 
 
-class UnknownProduct(OrderError):
+class UnknownProduct(OrderError, InvalidField):
     """A line names a product that does not exist (HTTP 422)."""
 
     def __init__(self, product_id: int) -> None:
@@ -78,7 +78,7 @@ class UnknownProduct(OrderError):
         self.product_id = product_id
 
 
-class InsufficientStock(OrderError):
+class InsufficientStock(OrderError, Conflict):
     """A line asks for more than is in stock (HTTP 409)."""
 
     def __init__(self, product_id: int, wanted: int, available: int) -> None:

@@ -9,41 +9,27 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, patch, post
-from litestar.exceptions import ClientException, NotAuthorizedException, NotFoundException
+from litestar.exceptions import NotAuthorizedException, NotFoundException
 from litestar.params import Parameter
 from litestar.types import ControllerRouterHandler
 
-from monolith import accounts
-from monolith.accounts import Login, Profile, ProfilePatch, Signup, User
+from monolith.accounts import model as accounts
+from monolith.accounts.cache import load_profile, user_changed
+from monolith.accounts.model import Login, Profile, ProfilePatch, Signup, User
 from monolith.services import Services
 from monolith.sessions import COOKIE
 from monolith.web.body import UnprocessableEntity, decode
-from monolith.web.guards import current_session, require_user
+from monolith.web.guards import WRONG_CREDENTIALS, current_session, require_user, start_session
 
 Req = Request[Any, Any, Any]
 UserId = Annotated[int, Parameter(ge=1, le=2**62)]
-WRONG_CREDENTIALS = "wrong email or password"
-
-
-async def start_session(svc: Services, request: Req, user: User) -> str:
-    """Sign ``user`` in; the ``Set-Cookie`` value of the new session.
-
-    A new session at every login: never reuse one a client brought (session fixation).
-    """
-    await svc.sessions.destroy(request.cookies.get(COOKIE))
-    return svc.sessions.set_cookie(await svc.sessions.create(user.id))
 
 
 def routes(svc: Services) -> list[ControllerRouterHandler]:
     @post("/api/auth/signup", status_code=201, summary="Create an account")
     async def signup(request: Req) -> User:
         data = await decode(request, Signup)
-        try:
-            return await accounts.create_user(svc.db, data.email, data.password, data.name)
-        except accounts.InvalidEmail as exc:
-            raise UnprocessableEntity(detail=str(exc)) from None
-        except accounts.EmailTaken as exc:
-            raise ClientException(status_code=409, detail=str(exc)) from None
+        return await accounts.create_user(svc.db, data.email, data.password, data.name)
 
     @post("/api/auth/login", status_code=200, summary="Sign in; sets the session cookie")
     async def login(request: Req) -> Response[User]:
@@ -66,7 +52,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
 
     @get("/api/users/{user_id:int}/profile", summary="A public profile (cached)")
     async def profile(user_id: UserId) -> Profile:
-        found = await accounts.load_profile(svc, user_id)
+        found = await load_profile(svc, user_id)
         if found is None:
             raise NotFoundException(detail=f"user {user_id} not found")
         return found
@@ -80,7 +66,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         updated = await accounts.update_profile(svc.db, user.id, changes)
         if updated is None:
             raise NotAuthorizedException(detail="sign in first")
-        await accounts.user_changed(svc, user.id)
+        await user_changed(svc, user.id)
         return Profile(updated.id, updated.name, updated.bio)
 
     return [signup, login, logout, me, profile, update_profile]

@@ -1,4 +1,4 @@
-"""Catalog routes: public reads (cacheable), admin writes.
+"""Catalog routes: public reads (cacheable), admin writes, product images.
 
 Request bodies are decoded by :func:`monolith.web.body.decode` rather than Litestar's ``data``
 parameter: Litestar decodes leniently (``"5"`` becomes ``5``), and a wrong type must be a 422.
@@ -6,39 +6,41 @@ parameter: Litestar decodes leniently (``"5"`` becomes ``5``), and a wrong type 
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated, Any
 
 from litestar import Request, Response, delete, get, patch, post
-from litestar.exceptions import ClientException, NotFoundException
+from litestar.exceptions import NotFoundException
 from litestar.params import Parameter
 from litestar.types import ControllerRouterHandler
 
-from monolith import catalog
-from monolith.catalog import Product, ProductIn, ProductPatch
-from monolith.media import MediaError
+from monolith import media
 from monolith.services import Services
+from monolith.shop.catalog import model as catalog
+from monolith.shop.catalog.cache import cached_page_json, cached_product_json
+from monolith.shop.catalog.effects import product_deleted_event, product_event, products_changed
+from monolith.shop.catalog.model import Product, ProductIn, ProductPatch
 from monolith.web.body import UnprocessableEntity, decode
 from monolith.web.conditional import cacheable_json
 from monolith.web.guards import admin_guard
+from monolith.web.media import ENVELOPE, read_image, upload_guard
 
 Req = Request[Any, Any, Any]
 ProductId = Annotated[int, Parameter(ge=1, le=2**62)]
 
 
 def routes(svc: Services) -> list[ControllerRouterHandler]:
-    db, hub = svc.db, svc.events
+    db = svc.db
     admin = [admin_guard(svc)]
-    cache_reads = svc.settings.cache.products  # MONOLITH_CACHE_PRODUCTS=off: the database
+    cache_reads = svc.settings.store.cache_products  # MONOLITH_CACHE_PRODUCTS=off: the database
 
     async def read_product(product_id: int) -> bytes | None:
         if cache_reads:
-            return await catalog.cached_product_json(svc, product_id)
+            return await cached_product_json(svc, product_id)
         return await catalog.product_json(db, product_id)
 
     async def read_page(limit: int, after: int) -> bytes:
         if cache_reads:
-            return await catalog.cached_page_json(svc, limit, after)
+            return await cached_page_json(svc, limit, after)
         return await catalog.page_json(db, limit, after)
 
     def missing(product_id: int) -> NotFoundException:
@@ -50,10 +52,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         limit: Annotated[int, Parameter(ge=1, le=catalog.MAX_PAGE)] = catalog.DEFAULT_PAGE,
         cursor: Annotated[str | None, Parameter(max_length=64)] = None,
     ) -> Response[bytes]:
-        try:
-            after = catalog.decode_cursor(cursor) if cursor else 0
-        except catalog.InvalidCursor as exc:
-            raise ClientException(detail=str(exc)) from None
+        after = catalog.decode_cursor(cursor) if cursor else 0
         return cacheable_json(request, await read_page(limit, after))
 
     @get("/api/products/{product_id:int}", summary="One product")
@@ -68,8 +67,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         data = await decode(request, ProductIn)
         async with db.transaction() as tx:
             product = await catalog.create_product(tx, data)
-        await catalog.product_changed(svc, product.id)
-        hub.publish_soon("products", catalog.product_event("created", product))
+        await products_changed(svc, [product.id], [product_event("created", product)])
         return product
 
     @patch("/api/products/{product_id:int}", guards=admin, summary="Change a product (admin)")
@@ -81,8 +79,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
             product = await catalog.update_product(tx, product_id, changes)
         if product is None:
             raise missing(product_id)
-        await catalog.product_changed(svc, product_id)
-        hub.publish_soon("products", catalog.product_event("updated", product))
+        await products_changed(svc, [product_id], [product_event("updated", product)])
         return product
 
     @delete("/api/products/{product_id:int}", guards=admin, summary="Delete a product (admin)")
@@ -93,10 +90,39 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
             )
             if not await catalog.delete_product(tx, product_id):
                 raise missing(product_id)
-        await catalog.product_changed(svc, product_id)
-        if image_key:
-            with contextlib.suppress(MediaError):
-                await svc.media.delete(image_key)
-        hub.publish_soon("products", catalog.product_deleted_event(product_id))
+        await products_changed(
+            svc, [product_id], [product_deleted_event(product_id)], unused_images=[image_key]
+        )
 
-    return [list_products, get_product, create_product, update_product, delete_product]
+    @post(
+        "/api/products/{product_id:int}/image",
+        guards=[upload_guard(svc)],
+        request_max_body_size=media.MAX_IMAGE_BYTES + ENVELOPE,
+        status_code=200,
+        summary="Set a product's image (admin; multipart field 'file'; PNG, JPEG or WebP, 5 MB)",
+    )
+    async def upload_image(request: Req, product_id: ProductId) -> Product:
+        data, extension = await read_image(request)
+        if await catalog.get_product(db, product_id) is None:
+            raise missing(product_id)
+        key = await svc.media.save(data, extension)
+        async with db.transaction() as tx:
+            old = await tx.fetch_val("SELECT image_key FROM products WHERE id = ?", (product_id,))
+            product = await catalog.update_product(tx, product_id, {"image_key": key})
+        if product is None:  # deleted meanwhile
+            await svc.media.delete(key)
+            raise missing(product_id)
+        # Pages that still name the old key get a 404 for it rather than a stale image.
+        await products_changed(
+            svc, [product_id], [product_event("updated", product)], unused_images=[old]
+        )
+        return product
+
+    return [
+        list_products,
+        get_product,
+        create_product,
+        update_product,
+        delete_product,
+        upload_image,
+    ]

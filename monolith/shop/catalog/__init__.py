@@ -1,0 +1,1 @@
+"""Products: the catalog's model, cached reads, after-change effects and routes."""

@@ -1,0 +1,1 @@
+"""Orders: placing one (stock taken atomically), its confirmation job, reading your own."""
