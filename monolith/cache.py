@@ -42,6 +42,7 @@ is declarations only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -318,11 +319,17 @@ class Cache:
         recomputes (and gets the new value); the others are served ``value`` meanwhile."""
         lock, token = key + "#fill", new_token()
         try:
-            won = await space.add(lock, token, expires_in=self.lock_ttl)
-            generation = await self._generation(decl) if won else None
+            if not await space.add(lock, token, expires_in=self.lock_ttl):
+                self._count(decl.prefix, hit=True)
+                return value
         except StateUnavailable:
-            won = False
-        if not won:
+            self._count(decl.prefix, hit=True)
+            return value
+        try:
+            generation = await self._generation(decl)
+        except StateUnavailable:
+            with contextlib.suppress(StateUnavailable):
+                await space.delete_if(lock, token)
             self._count(decl.prefix, hit=True)
             return value
         self._count(decl.prefix, hit=False)
