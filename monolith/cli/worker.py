@@ -17,6 +17,7 @@ import dataclasses
 import signal
 
 from monolith.cli.common import fail, run, settings_from_env
+from monolith.errors import ConfigError
 from monolith.logs import get_logger
 from monolith.observability.metrics import enable_multiprocess
 from monolith.services import build_services
@@ -38,6 +39,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = settings_from_env(service=True)
+    if settings.replication.standby:
+        raise ConfigError(
+            f"{settings.data_dir} is a standby's data dir: jobs run after monolith promote"
+        )
     if args.queues is not None:
         queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
         if not queues:
