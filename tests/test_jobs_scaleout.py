@@ -177,6 +177,25 @@ def test_a_paused_queue_stays_paused_for_every_runner_and_across_restarts(app: A
     assert first is not None
 
 
+def test_a_worker_given_queues_takes_only_their_jobs(app: App) -> None:
+    [record_id] = app.enqueue("test.record")
+    [mail_id] = app.enqueue("test.mail")
+    mail_only = app.worker("--queues", "mail")
+    try:
+        eventually(lambda: len(app.lines("mail.log")) == 1, 60, "the mail job ran")
+        assert app.lines("runs.log") == []
+        assert app.job(record_id)["state"] == "queued"
+    finally:
+        mail_only.stop()
+    # MONOLITH_JOBS_QUEUES is the same for serve's runners and a worker without --queues.
+    default_only = app.with_env(MONOLITH_JOBS_QUEUES="default").worker()
+    try:
+        eventually(lambda: len(app.lines("runs.log")) == 1, 60, "the default job ran")
+    finally:
+        default_only.stop()
+    assert app.job(mail_id)["state"] == "done"
+
+
 def test_cancelling_a_running_job_tells_it_through_its_context(app: App) -> None:
     [job_id] = app.enqueue("test.listen")
     worker = app.worker()
