@@ -12,12 +12,13 @@ import re
 import secrets
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from monolith.errors import ConfigError
+from monolith.s3url import parse_s3_url
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -27,6 +28,8 @@ DEFAULT_RATE_LIMITS = "login=10/minute,signup=5/minute,orders=60/minute,api=1200
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 #: Where development generates its secret key, under the data dir.
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
+#: Present in the data dir of a warm standby (``monolith standby``): the app serves reads only.
+STANDBY_FILE = "standby.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,19 @@ class JobSettings:
     poll_seconds: float = 1.0
     # Modules imported at start for the jobs and schedules they register.
     modules: tuple[str, ...] = ()
+    # Finished jobs (done, cancelled) are kept this long, then pruned (failed ones stay).
+    keep_seconds: float = 86400.0
+    # How often the prune schedule runs.
+    prune_seconds: float = 300.0
+    # A running job told to stop that has not returned after this long is stopped.
+    cancel_grace_seconds: float = 5.0
+    # The queues this process's runner takes jobs from (empty: every queue).
+    queues: tuple[str, ...] = ()
+    # Jobs of a queue running at once across every runner (a queue not named: no cap).
+    queue_limits: Mapping[str, int] = field(default_factory=dict)
+    # Which job-running processes run jobs: "every" one, or only the elected "leader" (more
+    # runners measured faster on SQLite too, one writer notwithstanding: docs/BENCHMARKS.md).
+    runners: Literal["every", "leader"] = "every"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +128,37 @@ class ObservabilitySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicationSettings:
+    """Litestream's continuous copy of the SQLite database off the box (``MONOLITH_REPLICA_*``)."""
+
+    # file:///path or s3://BUCKET/PATH?endpoint=URL&region=R; empty: no replication.
+    url: str = ""
+    # How often Litestream reads the WAL and uploads what is new (its monitor- and
+    # sync-interval). A change reaches the replica within `lag_bound` of its commit.
+    sync_seconds: float = 1.0
+    # A full snapshot this often (restores replay the WAL since the newest one).
+    snapshot_hours: int = 24
+    # Snapshots and WAL older than this are deleted from the replica: the point-in-time window.
+    retention_hours: int = 72
+    # The Litestream binary: a path, or a name looked up on PATH.
+    litestream: str = "litestream"
+    # A standby whose copy is older than this is not ready (/health/ready answers 503).
+    standby_max_lag_seconds: float = 30.0
+    # True when the data dir holds a standby's copy (STANDBY_FILE): the app serves reads only.
+    standby: bool = False
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def lag_bound(self) -> float:
+        """How long after its commit a change is in the replica, on a healthy box: Litestream
+        reads the WAL within one interval, uploads within the next, plus a second to upload."""
+        return 2 * self.sync_seconds + 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     env: Env = "development"
     data_dir: Path = Path("var")
@@ -122,6 +169,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    replication: ReplicationSettings = field(default_factory=ReplicationSettings)
     # Where pub/sub lives; empty means "with the database".
     channels_url: str = ""
     # How long live events are kept for a client resuming with Last-Event-ID (seconds).
@@ -207,19 +255,53 @@ def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> in
     return value
 
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*")
-_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def _duration(env: Mapping[str, str], key: str, default: float) -> float:
-    """Seconds from ``600``, ``600s``, ``10m``, ``2h`` or ``1d``."""
-    raw = env.get(key, "")
-    if not raw.strip():
+def _duration(env: Mapping[str, str], key: str, default: float, minimum: float = 0.0) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``1d``."""
+    raw = env.get(key, "").strip().lower()
+    if not raw:
         return default
-    match = _DURATION.fullmatch(raw.lower())
-    if match is None:
-        raise ConfigError(f"{key}: expected a duration like 600, 10m or 2h, got {raw!r}")
-    return float(match[1]) * _UNITS[match[2]]
+    m = _DURATION.match(raw)
+    if m is None:
+        raise ConfigError(f"{key}: expected a duration such as 90s, 15m, 12h or 1d, got {raw!r}")
+    value = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    if value < minimum:
+        raise ConfigError(f"{key}: must be at least {minimum:g}s, got {raw!r}")
+    return value
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def parse_queue_limits(text: str) -> dict[str, int]:
+    """``"email=2,reports=1"``: at most that many jobs of the queue run at once, everywhere."""
+    limits: dict[str, int] = {}
+    for part in _names(text):
+        name, sep, count = part.partition("=")
+        if not sep or not name.strip() or not count.strip().isdigit() or int(count) < 1:
+            raise ConfigError(
+                f"MONOLITH_JOBS_QUEUE_LIMITS: expected QUEUE=N (N >= 1), comma separated, "
+                f"got {part!r}"
+            )
+        limits[name.strip()] = int(count)
+    return limits
+
+
+def _seconds(env: Mapping[str, str], key: str, default: float, minimum: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a number of seconds, got {raw!r}") from None
+    if not value >= minimum:  # also refuses nan
+        raise ConfigError(f"{key}: must be at least {minimum:g}, got {raw}")
+    return value
 
 
 def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
@@ -311,6 +393,38 @@ def _secret_key(env: Env, data_dir: Path, given: str) -> str:
     return key
 
 
+def replica_url(raw: str) -> str:
+    """``MONOLITH_REPLICA_URL`` checked: ``file:///absolute/path``, ``s3://...`` or empty."""
+    url = raw.strip()
+    if not url:
+        return ""
+    if url.startswith("s3://"):
+        parse_s3_url(url, "MONOLITH_REPLICA_URL")
+        return url
+    if url.startswith("file://"):
+        path = url.removeprefix("file://")
+        if not path.startswith("/") or path.rstrip("/") == "":
+            raise ConfigError(f"MONOLITH_REPLICA_URL: expected file:///absolute/path, got {url!r}")
+        return url
+    raise ConfigError(
+        f"MONOLITH_REPLICA_URL: expected file:///path or s3://BUCKET/PATH?endpoint=URL, got {url!r}"
+    )
+
+
+def _replication(env_map: Mapping[str, str], data_dir: Path) -> ReplicationSettings:
+    return ReplicationSettings(
+        url=replica_url(env_map.get("MONOLITH_REPLICA_URL", "")),
+        sync_seconds=_seconds(env_map, "MONOLITH_REPLICA_SYNC_SECONDS", 1.0, minimum=0.1),
+        snapshot_hours=_int(env_map, "MONOLITH_REPLICA_SNAPSHOT_HOURS", 24, minimum=1),
+        retention_hours=_int(env_map, "MONOLITH_REPLICA_RETENTION_HOURS", 72, minimum=1),
+        litestream=env_map.get("MONOLITH_LITESTREAM") or "litestream",
+        standby_max_lag_seconds=_seconds(
+            env_map, "MONOLITH_STANDBY_MAX_LAG_SECONDS", 30.0, minimum=1.0
+        ),
+        standby=(data_dir / STANDBY_FILE).exists(),
+    )
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
 ) -> Settings:
@@ -369,12 +483,23 @@ def load_settings(
         == "console"
         else "json",
     )
+    replication = _replication(env_map, data_dir)
+    if replication.standby:
+        # The standby's copy changes under the app, with no write here to invalidate the
+        # cache: product reads go to the copy itself.
+        store = replace(store, cache_products=False)
     jobs = JobSettings(
         concurrency=_int(env_map, "MONOLITH_JOBS_CONCURRENCY", 100, minimum=1),
         lease_seconds=_int(env_map, "MONOLITH_JOBS_LEASE_SECONDS", 30, minimum=1),
         grace_seconds=_int(env_map, "MONOLITH_JOBS_GRACE_SECONDS", 10, minimum=0),
-        modules=tuple(
-            m.strip() for m in env_map.get("MONOLITH_JOBS_MODULES", "").split(",") if m.strip()
+        modules=_names(env_map.get("MONOLITH_JOBS_MODULES", "")),
+        keep_seconds=_duration(env_map, "MONOLITH_JOBS_KEEP", 86400.0),
+        prune_seconds=_duration(env_map, "MONOLITH_JOBS_PRUNE_EVERY", 300.0, minimum=0.1),
+        cancel_grace_seconds=_duration(env_map, "MONOLITH_JOBS_CANCEL_GRACE", 5.0),
+        queues=_names(env_map.get("MONOLITH_JOBS_QUEUES", "")),
+        queue_limits=parse_queue_limits(env_map.get("MONOLITH_JOBS_QUEUE_LIMITS", "")),
+        runners=_choice(  # type: ignore[arg-type]
+            env_map, "MONOLITH_JOBS_RUNNERS", "every", ("every", "leader")
         ),
     )
     return Settings(
@@ -386,6 +511,7 @@ def load_settings(
         security=security,
         log=log,
         jobs=jobs,
+        replication=replication,
         observability=ObservabilitySettings(
             loop_block_ms=_int(env_map, "MONOLITH_LOOP_BLOCK_MS", 100, minimum=1),
             slow_statement_ms=_int(env_map, "MONOLITH_SLOW_STATEMENT_MS", 500, minimum=1),

@@ -50,6 +50,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "monolith.jobqueue.*",
             "monolith.observability",
             "monolith.observability.*",
+            "monolith.replication",
+            "monolith.replication.*",
         ),
     ),
     (

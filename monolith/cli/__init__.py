@@ -22,6 +22,7 @@ from monolith.cli import (
     jobs,
     media,
     migrate_data,
+    replication,
     server,
     worker,
 )
@@ -36,6 +37,7 @@ GROUPS = [
     accounts,
     jobs,
     backup,
+    replication,
     migrate_data,
     media,
     cache,

@@ -9,7 +9,7 @@ from monolith.cli.common import fail, run, settings_from_env
 from monolith.db import open_database
 from monolith.errors import MonolithError
 from monolith.store import open_store
-from monolith.store.base import namespace_path
+from monolith.store.base import check_segment
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_clear(args: argparse.Namespace) -> int:
     settings = settings_from_env()
     try:
-        namespace_path(args.namespace)
+        check_segment(args.namespace)
     except ValueError as exc:
         return fail("cache clear", f"--namespace: {exc}")
 
