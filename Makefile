@@ -57,6 +57,7 @@ litestream: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.event_latency
 	$(BIN)/python -m bench.jobs_throughput
 	$(BIN)/python -m bench.jobs_scaleout
 

@@ -172,6 +172,10 @@ class Settings:
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
     # Where pub/sub lives; empty means "with the database".
     channels_url: str = ""
+    # How long live events are kept for a client resuming with Last-Event-ID (seconds).
+    events_keep: float = 600.0
+    # Where uploads live: file://path (default: $DATA_DIR/media) or s3://bucket/prefix?...
+    media_url: str = ""
     metrics_dir: Path | None = None
     # Other process trees' metric directories that /metrics adds in (monolith worker's).
     metrics_peers: tuple[Path, ...] = ()
@@ -513,6 +517,8 @@ def load_settings(
             slow_statement_ms=_int(env_map, "MONOLITH_SLOW_STATEMENT_MS", 500, minimum=1),
         ),
         channels_url=env_map.get("MONOLITH_CHANNELS_URL", ""),
+        events_keep=_duration(env_map, "MONOLITH_EVENTS_KEEP", 600.0),
+        media_url=env_map.get("MONOLITH_MEDIA_URL", "").strip(),
         metrics_dir=Path(metrics_dir_raw).absolute() if metrics_dir_raw else None,
         metrics_peers=tuple(
             Path(p.strip()).absolute()

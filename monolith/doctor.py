@@ -18,13 +18,19 @@ is for (the words an operator reads) but never which backend gives which scope: 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import ipaddress
+import json
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from monolith import fingerprint
 from monolith.app import create_app
+from monolith.channels import namespace as channels_namespace
 from monolith.config import SECRET_KEY_FILE, Settings
 from monolith.database.migrate import available
 from monolith.db import Database
@@ -33,7 +39,7 @@ from monolith.replication import open_replica
 from monolith.replication.litestream import find_litestream
 from monolith.replication.standby import behind, read_standby
 from monolith.replication.status import current_lag, read_status, running
-from monolith.services import build_services
+from monolith.services import Services, build_services
 from monolith.state import SCOPES, HoldsState
 
 Level = Literal["ok", "warn", "problem"]
@@ -100,7 +106,8 @@ CATALOGUE: tuple[StateSpec, ...] = (
     StateSpec(
         "uploads",
         "a file uploaded through one instance is a 404 on the other",
-        "the media directory on a network filesystem that every instance mounts",
+        "MONOLITH_MEDIA_URL=s3://BUCKET/PREFIX?endpoint=... (a bucket every instance reads), "
+        "or the media directory on a network filesystem that every instance mounts",
     ),
     StateSpec(
         "metrics",
@@ -433,9 +440,59 @@ async def migrations_check(db: Database) -> Finding:
     return Finding("migrations", "ok", f"up to date ({len(known)} applied)")
 
 
+async def fence_check(db: Database) -> Finding:
+    """A database fenced by ``monolith migrate-data`` refuses every write."""
+    why = await db.fenced()
+    if why is None:
+        return Finding("database fence", "ok", "writes are open")
+    return Finding("database fence", "problem", f"fenced, every write answers 503: {why}")
+
+
+#: Where a running ``monolith serve`` says how many workers it runs (``doctor`` reads it).
+SERVE_FILE = "serve.json"
+
+
+def running_workers(settings: Settings) -> tuple[int, str]:
+    """The worker count of the ``serve`` running on this data dir, and where it was read."""
+    try:
+        info = json.loads((settings.data_dir / SERVE_FILE).read_text())
+        pid, workers = int(info["pid"]), int(info["workers"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return settings.server.workers, "MONOLITH_WORKERS (no monolith serve running here)"
+    return workers, f"monolith serve (pid {pid})"
+
+
+def write_serve_file(settings: Settings, workers: int) -> None:
+    """Called by ``monolith serve`` before it forks its workers."""
+    with contextlib.suppress(OSError):
+        path = settings.data_dir / SERVE_FILE
+        path.write_text(json.dumps({"pid": os.getpid(), "workers": workers}))
+
+
+async def store_check(svc: Services) -> Finding:
+    """The shared store holds data of this database, not of another one."""
+    other = await fingerprint.stored(svc.store)
+    mine = fingerprint.of(svc.db)
+    if other is None or other == mine:
+        return Finding("store fingerprint", "ok", f"the store caches {svc.db.describe()}")
+    return Finding(
+        "store fingerprint",
+        "problem",
+        f"the store {svc.store.describe()} holds data cached for another database "
+        f"({other.split(' ', 1)[-1]}), not {svc.db.describe()}: cached products and sessions "
+        "would come from it; run monolith cache clear",
+    )
+
+
 async def examine(settings: Settings, *, patience: float = 5.0) -> Report:
     """The whole report for these settings (opens backends to ping them, then closes them)."""
+    workers, source = running_workers(settings)
+    settings = dataclasses.replace(
+        settings, server=dataclasses.replace(settings.server, workers=workers)
+    )
     report = Report(settings.env, settings.server.instances, settings.server.workers)
+    report.checks.append(Finding("workers", "ok", f"{workers} worker(s), from {source}"))
     try:
         svc = build_services(settings)
     except ConfigError as exc:
@@ -448,9 +505,17 @@ async def examine(settings: Settings, *, patience: float = 5.0) -> Report:
     report.checks.append(app_state_check(dict(create_app(settings, svc).state)))
     found, started = await reach(svc.state, patience)
     report.checks += found
+    if (channels := svc.state.get("pub/sub")) is not None:
+        report.checks.append(Finding("pub/sub namespace", "ok", channels_namespace(channels)))
+    if svc.store in started and all(f.level == "ok" for f in found if "cache" in f.check):
+        try:
+            report.checks.append(await store_check(svc))
+        except Exception as exc:
+            report.checks.append(Finding("store fingerprint", "warn", _one_line(exc)))
     try:
         if svc.db in started and all(f.level == "ok" for f in found if "database" in f.check):
             report.checks.append(await migrations_check(svc.db))
+            report.checks.append(await fence_check(svc.db))
     finally:
         for holder in reversed(started):
             try:

@@ -97,3 +97,13 @@ class MigrationError(MonolithError):
 
 class BackupError(MonolithError):
     """A backup or restore cannot be done or did not verify; the message says why."""
+
+
+class WritesFenced(StateUnavailable):
+    """The database takes no writes: it is being moved, or was moved, elsewhere (HTTP 503).
+
+    Raised on every write to a SQLite database that ``monolith migrate-data`` fenced; reads
+    keep working. The message says why and what to do.
+    """
+
+    retry_after = 5

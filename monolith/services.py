@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from monolith import fingerprint
 from monolith.cache import Cache
 from monolith.channels import open_channels
 from monolith.config import Settings
@@ -100,6 +101,7 @@ class Services(Components):
         for component in self.components:
             await component.start()
             self._started.append(component)
+        await fingerprint.check_at_start(self.store, self.db)
 
     async def stop(self) -> None:
         while self._started:
@@ -122,7 +124,7 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
     metrics = Metrics(peers=settings.metrics_peers)
     observability = Observability(settings, db, metrics)
     store = open_store(settings.store.url, size_limit_mb=settings.store.size_limit_mb)
-    channels = open_channels(settings.channels_url, db)
+    channels = open_channels(settings.channels_url, db, keep=settings.events_keep)
     components = Components(
         settings=settings,
         db=db,
@@ -136,7 +138,7 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
             secure=settings.production,
         ),
         events=EventHub(channels),
-        media=open_media(settings.media_dir),
+        media=open_media(settings.media_dir, settings.media_url),
     )
     jobs: Jobs[Components] = Jobs(
         db,

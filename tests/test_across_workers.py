@@ -73,11 +73,14 @@ class SSEStream:
         return dict(json.loads((await anext(self.events)).data))
 
 
-async def sse_on_each_worker(server: ServerProcess, stack: AsyncExitStack) -> dict[int, SSEStream]:
+async def sse_on_each_worker(
+    server: ServerProcess, stack: AsyncExitStack, headers: dict[str, str] | None = None
+) -> dict[int, SSEStream]:
+    """One SSE stream per worker (as anonymous clients unless ``headers`` say who)."""
     streams: dict[int, SSEStream] = {}
     for _ in range(200):
         client = await stack.enter_async_context(
-            httpx.AsyncClient(base_url=server.url, timeout=CEILING)
+            httpx.AsyncClient(base_url=server.url, timeout=CEILING, headers=headers)
         )
         source = await stack.enter_async_context(aconnect_sse(client, "GET", "/api/events"))
         assert source.response.headers["content-type"].startswith("text/event-stream")

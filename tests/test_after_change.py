@@ -32,8 +32,8 @@ NO_LIMITS = "api=0/minute,login=0/minute,signup=0/minute,orders=0/minute"
 
 async def next_event(listener: Listener, kind: str) -> dict[str, Any]:
     async def read() -> dict[str, Any]:
-        async for raw in listener:
-            event: dict[str, Any] = msgspec.json.decode(raw)
+        async for item in listener:
+            event: dict[str, Any] = msgspec.json.decode(item.data)
             if event.get("type") == kind:
                 return event
         raise AssertionError("the listener closed")

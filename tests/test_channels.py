@@ -279,7 +279,11 @@ async def test_redis_channels_live_under_the_prefix(redis_url: str, redis_prefix
         while message is None and time.monotonic() < deadline:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
         assert message is not None
-        assert message["data"] == b"hello"
+        # The payload is the stream id the message is kept under (for a replay), then the data.
+        entry_id, _, data = message["data"].partition(b"\n")
+        assert data == b"hello"
+        kept = await client.xrange(f"{redis_prefix}events")
+        assert [e[0] for e in kept] == [entry_id]
     finally:
         await pubsub.aclose()
         await client.aclose()
@@ -307,7 +311,7 @@ async def test_redis_channels_take_their_namespace_from_the_url(
         while not heard and time.monotonic() < deadline:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
             if message is not None:
-                heard.append(message["data"])
+                heard.append(message["data"].partition(b"\n")[2])
         assert heard == [b"ours"]
         assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2) is None
     finally:

@@ -63,6 +63,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "monolith.sessions",
             "monolith.ratelimit",
             "monolith.events",
+            "monolith.fingerprint",
         ),
     ),
     ("components", ("monolith.services",)),

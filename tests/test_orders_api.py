@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
+from monolith.events import Viewer
 from monolith.jobs import JobContext
 from monolith.services import Services, build_services
 from monolith.shop.catalog import cache as catalog_cache
@@ -267,18 +268,18 @@ async def test_the_confirmation_job_announces_once_and_forgets_stale_stock(svc: 
         order = await place_order(tx, 1, OrderIn([OrderLineIn(mug.id, 3)]))
     assert b'"stock":10' in (await catalog_cache.cached_product_json(svc, mug.id) or b"")  # stale
 
-    async with svc.events.listen(["orders"]) as listener:
+    async with svc.events.listen(["orders"], Viewer(user_id=1)) as listener:
         await run_confirm_job(svc, confirm_payload(order), attempt=1)
         assert b'"stock":7' in (await catalog_cache.cached_product_json(svc, mug.id) or b"")
         first = await get_order(svc.db, 1, order.id)
         assert first is not None and first.status == "confirmed"
         await run_confirm_job(svc, confirm_payload(order), attempt=2)
         assert await get_order(svc.db, 1, order.id) == first  # confirmed_at set once
-        await svc.events.publish("orders", {"type": "sentinel"})
+        await svc.events.publish("orders", {"type": "sentinel"}, audience=1)
         heard = []
         async with asyncio.timeout(DEADLINE):
-            async for raw in listener:
-                heard.append(json.loads(raw)["type"])
+            async for event in listener:
+                heard.append(json.loads(event.data)["type"])
                 if heard[-1] == "sentinel":
                     break
     assert heard == ["order.confirmed", "sentinel"]

@@ -86,7 +86,7 @@ async def test_200_orders_for_50_units_sell_50_each_confirmed_once(server: Serve
     assert {r.json()["stock"] for r in warm} == {50} and len(pids(warm)) == 2
 
     async with AsyncExitStack() as stack:
-        streams = await sse_on_each_worker(server, stack)
+        streams = await sse_on_each_worker(server, stack, ADMIN)  # admins hear order events
         heard: dict[int, list[dict[str, Any]]] = {pid: [] for pid in streams}
 
         async def listen(pid: int) -> None:

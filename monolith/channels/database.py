@@ -14,10 +14,17 @@ publishers commit in id order (SQLite writers are serialized anyway). Publishing
 to reading, so serializing it costs nothing we would notice.
 
 Delivery: a subscriber receives the messages of its channels that commit after it subscribed,
-in commit order, within one poll interval (at once for messages published by this process,
-which wake the poller). Rows older than ``retention`` seconds are trimmed by publishers; a
-poller that falls further behind than that loses what was trimmed. Publishing never happens
-implicitly inside a caller's transaction: events are notifications sent after a commit, not data.
+in commit order. Messages published by this process wake the reader at once. Messages of other
+processes: on SQLite, the reader looks every ``poll_interval`` at a change counter in the box's
+shared memory (:mod:`monolith.channels.signal`) and queries only when it moved, so an idle box
+runs no query; on PostgreSQL, :mod:`monolith.channels.postgres` is woken by ``LISTEN/NOTIFY``
+and never polls.
+
+Every message keeps its row id, which is also its event id (``Last-Event-ID``): :meth:`replay`
+gives the messages after an id while they are kept. Rows older than ``retention`` seconds
+(``MONOLITH_EVENTS_KEEP``) are trimmed by publishers, and ``channel_head.trimmed_id`` remembers
+the last id trimmed, so a replay knows when what it was asked for is gone. :meth:`publish_in`
+writes the rows in a caller's transaction: the message exists exactly when the change does.
 
 This module must never import a database driver, nor raise a driver's error.
 """
@@ -31,7 +38,9 @@ from collections.abc import AsyncGenerator, Iterable
 import structlog
 from litestar.channels.backends.base import ChannelsBackend
 
-from monolith.database.base import Database
+from monolith.channels.message import Message, Replay
+from monolith.channels.signal import ChangeSignal
+from monolith.database.base import Database, Transaction
 from monolith.errors import NotStarted, StateUnavailable
 
 log = structlog.get_logger("monolith.channels")
@@ -58,12 +67,16 @@ class DatabaseChannelsBackend(ChannelsBackend):
         db: Database,
         *,
         history: int = 10,
-        retention: float = 300.0,
+        retention: float = 600.0,
         poll_interval: float = 0.1,
         batch: int = 500,
         trim_every: float = 10.0,
+        signal: ChangeSignal | None = None,
+        replay_limit: int = 10_000,
     ) -> None:
         self.db = db
+        self.signal = signal
+        self.replay_limit = replay_limit
         self.history = history
         self.retention = retention
         self.poll_interval = poll_interval
@@ -84,6 +97,8 @@ class DatabaseChannelsBackend(ChannelsBackend):
         self._cursor = 0
 
     async def on_shutdown(self) -> None:
+        if self.signal is not None:
+            self.signal.close()
         self._since.clear()
         if self._wake is not None:
             self._wake.set()  # a poller waiting for subscriptions re-checks and keeps waiting
@@ -101,30 +116,82 @@ class DatabaseChannelsBackend(ChannelsBackend):
 
     async def publish(self, data: bytes, channels: Iterable[str]) -> None:
         """Append ``data`` once per channel; returns when the rows are durable."""
-        wake = self._require_wake()
+        self._require_wake()
+        async with self.db.transaction() as tx:
+            await self.publish_in(tx, data, channels)
+
+    async def publish_in(self, tx: Transaction, data: bytes, channels: Iterable[str]) -> None:
+        """Append ``data`` once per channel inside ``tx``: delivered if and when it commits.
+
+        Taking the id locks ``channel_head`` until ``tx`` commits (that is what keeps ids in
+        commit order), so call this last in the transaction.
+        """
+        self._require_wake()
         names = list(dict.fromkeys(channels))
         if not names:
             return
         now = time.time()
-        async with self.db.transaction() as tx:
-            last = int(
-                await tx.fetch_val(
-                    "UPDATE channel_head SET last_id = last_id + ? WHERE id = 1 RETURNING last_id",
-                    (len(names),),
-                )
+        if now - self._last_trim >= self.trim_every:
+            self._last_trim = now
+            await self._trim(tx, now - self.retention)
+        last = int(
+            await tx.fetch_val(
+                "UPDATE channel_head SET last_id = last_id + ? WHERE id = 1 RETURNING last_id",
+                (len(names),),
             )
-            first = last - len(names) + 1
-            await tx.execute_many(
-                "INSERT INTO channel_messages (id, channel, payload, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                [(first + i, name, bytes(data), now) for i, name in enumerate(names)],
+        )
+        first = last - len(names) + 1
+        await tx.execute_many(
+            "INSERT INTO channel_messages (id, channel, payload, created_at) VALUES (?, ?, ?, ?)",
+            [(first + i, name, bytes(data), now) for i, name in enumerate(names)],
+        )
+        await self._announce(tx)
+        tx.on_commit(self._committed)
+
+    async def _trim(self, tx: Transaction, cutoff: float) -> None:
+        edge = await tx.fetch_val(
+            "SELECT MAX(id) FROM channel_messages WHERE created_at < ?", (cutoff,)
+        )
+        if edge is None:
+            return
+        await tx.execute("DELETE FROM channel_messages WHERE id <= ?", (int(edge),))
+        await tx.execute(
+            "UPDATE channel_head SET trimmed_id = ? WHERE id = 1 AND trimmed_id < ?",
+            (int(edge), int(edge)),
+        )
+
+    async def _announce(self, tx: Transaction) -> None:
+        """Tell other processes, as part of ``tx`` (PostgreSQL: ``NOTIFY``). SQLite: nothing
+        here; the change counter moves after the commit."""
+        del tx
+
+    def _committed(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+        if self.signal is not None:
+            self.signal.bump()
+
+    async def replay(self, channels: Iterable[str], after: str) -> Replay:
+        """The messages of ``channels`` after the id ``after``, or ``complete=False`` when some
+        of them are no longer kept (or ``after`` is not an id this log gave out)."""
+        names = sorted(set(channels))
+        marks = ", ".join("?" * len(names))
+        try:
+            since = int(after)
+        except ValueError:
+            since = -1
+        rows = []
+        if since >= 0 and names:
+            rows = await self.db.fetch_all(
+                f"SELECT id, channel, payload FROM channel_messages WHERE id > ? "
+                f"AND channel IN ({marks}) ORDER BY id LIMIT ?",
+                (since, *names, self.replay_limit),
             )
-            if now - self._last_trim >= self.trim_every:
-                self._last_trim = now
-                await tx.execute(
-                    "DELETE FROM channel_messages WHERE created_at < ?", (now - self.retention,)
-                )
-        wake.set()
+        head = await self.db.fetch_one("SELECT last_id, trimmed_id FROM channel_head WHERE id = 1")
+        last, trimmed = (int(head[0]), int(head[1])) if head is not None else (0, 0)
+        complete = trimmed <= since <= last and len(rows) < self.replay_limit
+        messages = [Message(str(r[0]), r[1], bytes(r[2])) for r in rows] if complete else []
+        return Replay(messages, complete, str(last))
 
     # -- subscribing -----------------------------------------------------------------------
 
@@ -146,7 +213,12 @@ class DatabaseChannelsBackend(ChannelsBackend):
             self._since.pop(channel, None)
 
     async def stream_events(self) -> AsyncGenerator[tuple[str, bytes], None]:
-        """Messages of the subscribed channels, in commit order, until ``on_shutdown``.
+        """Messages of the subscribed channels, in commit order, until ``on_shutdown``."""
+        async for message in self.stream_messages():
+            yield message.channel, message.data
+
+    async def stream_messages(self) -> AsyncGenerator[Message, None]:
+        """Messages of the subscribed channels with their ids, in commit order.
 
         One consumer per backend instance (the process's fan-out): the read position is shared.
 
@@ -161,6 +233,7 @@ class DatabaseChannelsBackend(ChannelsBackend):
                 continue
             # Cleared before reading: a publish that lands during the read wakes the next wait.
             wake.clear()
+            mark = self.signal.value() if self.signal is not None else 0
             try:
                 rows = await self.db.fetch_all(
                     "SELECT id, channel, payload FROM channel_messages "
@@ -178,13 +251,21 @@ class DatabaseChannelsBackend(ChannelsBackend):
                 channel = row[1]
                 since = self._since.get(channel)
                 if since is not None and message_id > since:
-                    yield channel, bytes(row[2])
+                    yield Message(str(message_id), channel, bytes(row[2]))
             if len(rows) < self.batch:
-                try:
-                    async with asyncio.timeout(self.poll_interval):
-                        await wake.wait()
-                except TimeoutError:
-                    pass
+                await self._idle(wake, mark)
+
+    async def _idle(self, wake: asyncio.Event, mark: int) -> None:
+        """Wait until something may have been published: this process woke ``wake``, or the
+        box's change counter moved past ``mark``. Without a counter, one poll interval."""
+        while True:
+            try:
+                async with asyncio.timeout(self.poll_interval):
+                    await wake.wait()
+                return
+            except TimeoutError:
+                if self.signal is None or self.signal.value() != mark:
+                    return
 
     async def get_history(self, channel: str, limit: int | None = None) -> list[bytes]:
         """The newest ``limit`` (at most ``history``) retained messages of ``channel``."""

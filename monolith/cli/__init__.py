@@ -15,10 +15,12 @@ from monolith import __version__
 from monolith.cli import (
     accounts,
     backup,
+    cache,
     database,
     db,
     doctor,
     jobs,
+    media,
     migrate_data,
     replication,
     server,
@@ -37,6 +39,8 @@ GROUPS = [
     backup,
     replication,
     migrate_data,
+    media,
+    cache,
     doctor,
 ]
 

@@ -6,21 +6,26 @@ import argparse
 import sys
 
 from monolith.cli.common import Progress, add_json_flag, emit, fail, run, settings_from_env
+from monolith.database import fence
 from monolith.database.transfer import Outcome, TransferError, move
 from monolith.db import sqlite_path
+from monolith.errors import StateUnavailable
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "migrate-data",
         help="copy every table from the SQLite database into PostgreSQL, then verify it",
-        description="Migrate the PostgreSQL database, copy every table of the SQLite database "
-        "into it in one transaction (ids kept, sequences moved past them), then compare each "
-        "table's row count and checksum on both sides. Stop the app first: writes made after "
-        "the copy starts are not moved. Refuses a target that already holds data unless "
-        "--force. Exits 1 when verification finds a difference.",
+        description="Migrate the PostgreSQL database, fence the SQLite database (from then on "
+        "every write to it, from any process, is answered 503 with Retry-After; reads keep "
+        "working), copy every table into PostgreSQL in one transaction (ids kept, sequences "
+        "moved past them), then compare each table's row count and checksum on the fenced "
+        "source and the target. The fence stays after a successful move (restart the app on "
+        "PostgreSQL); a copy that fails lifts it again; --unfence lifts it by hand. Refuses a "
+        "target that already holds data unless --force. Exits 1 when verification finds a "
+        "difference.",
     )
-    p.add_argument("--to", required=True, metavar="URL", help="the target, postgresql://...")
+    p.add_argument("--to", metavar="URL", help="the target, postgresql://...")
     p.add_argument(
         "--from",
         dest="source",
@@ -32,7 +37,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--verify-only", action="store_true", help="copy nothing; compare source and target"
     )
     p.add_argument(
-        "--batch", type=int, default=1000, metavar="N", help="rows per batch (default 1000)"
+        "--unfence",
+        action="store_true",
+        help="lift the source's write fence (a move that is abandoned); copies nothing",
+    )
+    p.add_argument(
+        "--batch", type=int, default=10_000, metavar="N", help="rows per batch (default 10000)"
     )
     add_json_flag(p)
     p.set_defaults(func=cmd_migrate_data)
@@ -49,6 +59,10 @@ def cmd_migrate_data(args: argparse.Namespace) -> int:
         )
     if args.batch < 1:
         return fail("migrate-data", "--batch must be at least 1")
+    if args.unfence:
+        return unfence(sqlite_path(source_url))
+    if not args.to:
+        return fail("migrate-data", "--to postgresql://... is required (or --unfence)")
     try:
         outcome = run(
             move(
@@ -60,13 +74,28 @@ def cmd_migrate_data(args: argparse.Namespace) -> int:
                 progress=Progress,
             )
         )
-    except TransferError as exc:
+    except (TransferError, StateUnavailable) as exc:
         return fail("migrate-data", str(exc))
     emit(args, to_json(outcome), lambda _: render(outcome))
     if not outcome.ok:
         differ = ", ".join(c.table for c in outcome.checks if not c.ok)
         print(f"monolith migrate-data: verification failed for {differ}", file=sys.stderr)
+        if outcome.fenced:
+            print(
+                "monolith migrate-data: the SQLite database stays fenced (writes answer 503); "
+                "copy again with --force, or give up with --unfence",
+                file=sys.stderr,
+            )
         return 1
+    return 0
+
+
+def unfence(path: str) -> int:
+    try:
+        had = run(fence.lift(path))
+    except StateUnavailable as exc:
+        return fail("migrate-data", str(exc))
+    print(f"{path}: " + ("fence lifted; writes are open again" if had else "was not fenced"))
     return 0
 
 
@@ -76,6 +105,8 @@ def to_json(outcome: Outcome) -> dict[str, object]:
         "copied": outcome.copied,
         "source": outcome.source,
         "target": outcome.target,
+        "fenced": outcome.fenced,
+        "fenced_seconds": round(outcome.fenced_seconds, 3),
         "tables": [
             {
                 "table": c.table,
@@ -105,5 +136,11 @@ def render(outcome: Outcome) -> str:
         lines.append(
             f"{verb} {len(outcome.checks)} tables, {outcome.rows} rows: {outcome.source} -> "
             f"{outcome.target}; every row count and checksum matches"
+        )
+    if outcome.copied and outcome.fenced:
+        lines.append(
+            f"writes were refused for {outcome.fenced_seconds:.1f}s; the SQLite database stays "
+            "fenced: set MONOLITH_DATABASE_URL to the target and restart the app "
+            "(monolith migrate-data --unfence only to abandon the move)"
         )
     return "\n".join(lines)

@@ -8,6 +8,7 @@ import time
 
 from monolith.cli.common import run, settings_from_env, started_services
 from monolith.config import parse_workers
+from monolith.doctor import write_serve_file
 from monolith.observability.metrics import Metrics, enable_multiprocess, forget_process
 from monolith.server import serve
 
@@ -44,10 +45,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     run(prepare())
     forget_process(os.getpid())  # this process's gauges from prepare(): it serves no requests
+    workers = parse_workers(args.workers) if args.workers else settings.server.workers
+    write_serve_file(settings, workers)  # doctor reports the real worker count
     serve(
         host=args.host or settings.server.host,
         port=args.port if args.port is not None else settings.server.port,
-        workers=parse_workers(args.workers) if args.workers else settings.server.workers,
+        workers=workers,
         graceful_timeout=settings.server.graceful_timeout,
         log_level=settings.log.level,
         on_respawn=on_respawn,

@@ -63,6 +63,16 @@ class Transaction(Queries):
     async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
         """Run one statement once per parameter row."""
 
+    async def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
+        """Insert many rows into ``table`` as fast as the backend can (bulk loads).
+
+        Values of identity columns are kept. Default: one INSERT per row.
+        """
+        cols = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+        marks = ", ".join("?" * len(columns))
+        name = '"' + table.replace('"', '""') + '"'
+        await self.execute_many(f"INSERT INTO {name} ({cols}) VALUES ({marks})", rows)
+
     def on_commit(self, callback: Any) -> None:
         """Call ``callback()`` (sync, no arguments) after this transaction is durable."""
         self._after_commit.append(callback)
@@ -108,6 +118,10 @@ class Database(Queries):
     @abc.abstractmethod
     def describe(self) -> str:
         """A safe, one-line description (no password) for logs and ``doctor``."""
+
+    async def fenced(self) -> str | None:
+        """Why writes are refused (a move to another database), or None when they are not."""
+        return None
 
     async def backup_to(self, target: Path, progress: BackupProgress | None = None) -> None:
         """An online, consistent copy of the whole database in the file ``target``.

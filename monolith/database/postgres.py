@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,16 @@ class _Tx(Transaction):
         except Exception as exc:
             raise translate(exc) from exc
         self._db._observe(sql, time.perf_counter() - started, len(rows))
+
+    async def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
+        """PostgreSQL's COPY (binary): several times faster than INSERTs for a bulk load, and
+        it keeps the values given for identity columns (what OVERRIDING SYSTEM VALUE does)."""
+        started = time.perf_counter()
+        try:
+            await self._conn.copy_records_to_table(table, records=rows, columns=list(columns))
+        except Exception as exc:
+            raise translate(exc) from exc
+        self._db._observe(f"COPY {table}", time.perf_counter() - started, len(rows))
 
 
 class PostgresDatabase(Database):

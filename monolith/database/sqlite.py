@@ -29,12 +29,15 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from monolith.database.base import BackupProgress, Database, Params, Row, Transaction
+from monolith.database.fence import current as current_fence
+from monolith.database.fence import fence_message
 from monolith.errors import (
     DatabaseBusy,
     DatabaseUnavailable,
     IntegrityViolation,
     MonolithError,
     NotStarted,
+    WritesFenced,
 )
 
 T = TypeVar("T")
@@ -48,7 +51,8 @@ _BUSY_WORDS = ("database is locked", "database table is locked", "busy")
 def translate(exc: sqlite3.Error) -> Exception:
     """A driver error as one of ours; programming errors (bad SQL) are left as they are."""
     if isinstance(exc, sqlite3.IntegrityError):
-        return IntegrityViolation(str(exc))
+        fenced = fence_message(str(exc))  # a fence trigger (monolith.database.fence)
+        return IntegrityViolation(str(exc)) if fenced is None else WritesFenced(fenced)
     if isinstance(exc, sqlite3.OperationalError):
         text = str(exc).lower()
         if any(word in text for word in _BUSY_WORDS):
@@ -231,6 +235,9 @@ class SQLiteDatabase(Database):
 
     async def ping(self) -> None:
         await self.fetch_one("SELECT 1")
+
+    async def fenced(self) -> str | None:
+        return await current_fence(self.path)
 
     async def optimize(self) -> None:
         # Analyzes only what changed enough to matter; cheap enough to run daily.

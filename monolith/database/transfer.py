@@ -11,18 +11,23 @@
 4. Each table's row count and checksum (:mod:`monolith.database.tables`) are computed on the
    rows read from the source and on the rows read back from the target, and compared.
 
-The source is a read-only snapshot: writes made after it began are not moved, so stop the
-app first. This module must never write to the source.
+Before the copy the source is fenced (:mod:`monolith.database.fence`): from then on every
+write to it, from any process, fails with a 503, so the rows copied are all the rows there
+will ever be, and the app may keep serving reads (and answering writes with ``Retry-After``)
+during the move. The fence stays after a successful move (the data now lives in PostgreSQL),
+and is lifted again when the copy fails before the target changed. Fencing is the only write
+this module makes to the source.
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monolith.database import open_database
+from monolith.database import fence, open_database
 from monolith.database.base import Database, Transaction
 from monolith.database.migrate import available, migrate
 from monolith.database.tables import (
@@ -64,6 +69,10 @@ class Outcome:
     target: str
     copied: bool
     checks: list[TableCheck] = field(default_factory=list)
+    #: Whether the source is fenced now (writes refused); set by a copy.
+    fenced: bool = False
+    #: How long writes were refused during the copy: fence to verified (or failed) move.
+    fenced_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -95,7 +104,7 @@ async def copy_tables(
             async for rows in source.batches(plan, size):
                 for row in rows:
                     summer.add(row)
-                await tx.execute_many(plan.insert, rows)
+                await tx.copy_rows(plan.name, plan.columns, rows)
                 if progress is not None:
                     progress.advance(len(rows))
             sums[plan.name] = summer.result()
@@ -171,10 +180,14 @@ async def move(
     *,
     force: bool = False,
     verify_only: bool = False,
-    batch: int = 1000,
+    batch: int = 10_000,
     progress: ProgressFactory = _quiet,
 ) -> Outcome:
-    """Copy (unless ``verify_only``) and verify; raises :class:`TransferError` when refused."""
+    """Copy (unless ``verify_only``) and verify; raises :class:`TransferError` when refused.
+
+    A copy fences the source first (see the module docstring); the outcome says whether the
+    fence still stands.
+    """
     target = open_database(target_url)
     if target.dialect != "postgresql":
         raise TransferError(f"the target must be a postgresql:// URL, got {target.describe()}")
@@ -189,26 +202,64 @@ async def move(
             if not verify_only:
                 await migrate(target)
             plans = make_plans(await source.tables(), await target_types(target))
-            total = sum([await source.count(p.name) for p in plans])
-            if verify_only:
-                bar = progress("reading the source", total)
-                sums = {p.name: await source_checksum(source, p, batch, bar) for p in plans}
-            else:
-                if not force:
-                    busy = await occupied(target, plans, await baseline(plans, batch), batch)
-                    if busy:
-                        raise TransferError(
-                            f"the target already holds data (tables {', '.join(busy)}); "
-                            "pass --force to replace it"
-                        )
-                bar = progress("copying", total)
-                sums = await copy_tables(source, target, plans, size=batch, progress=bar)
-                outcome.copied = True
-            bar.finish()
-        bar = progress("verifying", total)
+            if not verify_only and not force:
+                busy = await occupied(target, plans, await baseline(plans, batch), batch)
+                if busy:
+                    raise TransferError(
+                        f"the target already holds data (tables {', '.join(busy)}); "
+                        "pass --force to replace it"
+                    )
+        fenced_at = time.monotonic()
+        if verify_only:
+            sums = await _read_source(source_path, plans, batch, progress)
+        else:
+            sums = await _fenced_copy(source_path, target, plans, batch, progress, outcome)
+        bar = progress("verifying", sum(s.rows for s in sums.values()))
         found = {p.name: await target_checksum(target, p, batch, bar) for p in plans}
         bar.finish()
         outcome.checks = [TableCheck(p.name, sums[p.name], found[p.name]) for p in plans]
+        if outcome.fenced:
+            outcome.fenced_seconds = time.monotonic() - fenced_at
+            if outcome.ok:
+                await fence.put_up(source_path, fence.moved_message(outcome.target))
         return outcome
     finally:
         await target.stop()
+
+
+async def _read_source(
+    path: str | Path, plans: Sequence[TablePlan], batch: int, progress: ProgressFactory
+) -> dict[str, Checksum]:
+    async with SQLiteSource(path) as source:
+        bar = progress("reading the source", sum([await source.count(p.name) for p in plans]))
+        sums = {p.name: await source_checksum(source, p, batch, bar) for p in plans}
+        bar.finish()
+        return sums
+
+
+async def _fenced_copy(
+    path: str | Path,
+    target: Database,
+    plans: Sequence[TablePlan],
+    batch: int,
+    progress: ProgressFactory,
+    outcome: Outcome,
+) -> dict[str, Checksum]:
+    """Fence the source, then copy from a snapshot taken after the fence (every row there is).
+
+    A copy that fails leaves the target as it was (one transaction), so the fence comes down
+    again and the app writes on SQLite as before.
+    """
+    await fence.put_up(path)
+    outcome.fenced = True
+    try:
+        async with SQLiteSource(path) as source:
+            bar = progress("copying", sum([await source.count(p.name) for p in plans]))
+            sums = await copy_tables(source, target, plans, size=batch, progress=bar)
+            bar.finish()
+    except BaseException:
+        await fence.lift(path)
+        outcome.fenced = False
+        raise
+    outcome.copied = True
+    return sums

@@ -2,10 +2,10 @@
 
 Enqueued with each order, in the transaction that places it. It moves the order to
 ``confirmed`` (once, however often it runs), publishes ``order.confirmed`` on the ``orders``
-channel when this run made that change, and drops the cached reads of the order's products
-again, strictly: an invalidation the request could not do (the store down) is done once the
-store is back, since the job retries until it is. Safe to run twice (delivery is at least
-once).
+channel, to the order's owner and admins, in the transaction of that change, and drops the
+cached reads of the order's products again, strictly: an invalidation the request could not
+do (the store down) is done once the store is back, since the job retries until it is. Safe
+to run twice (delivery is at least once).
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ import msgspec
 from monolith.jobs import JobContext, job
 from monolith.services import Components
 from monolith.shop.catalog.effects import products_changed
-from monolith.shop.orders.model import CONFIRM_JOB, ConfirmPayload, confirm_order, order_event
+from monolith.shop.orders.model import (
+    CONFIRM_JOB,
+    ConfirmPayload,
+    confirm_order,
+    order_event,
+    order_owner,
+)
 
 
 @job(CONFIRM_JOB, max_attempts=10, timeout=30, backoff=1.0)
@@ -24,6 +30,7 @@ async def confirm(ctx: JobContext[Components]) -> None:
     svc = ctx.services
     async with svc.db.transaction() as tx:
         order = await confirm_order(tx, payload.order_id)
-    if order is not None:  # only the run that confirmed it announces it
-        await svc.events.publish("orders", order_event(order))
+        if order is not None:  # only the run that confirmed it announces it, to its owner
+            owner = await order_owner(tx, order.id)
+            await svc.events.publish("orders", order_event(order), tx, audience=owner)
     await products_changed(svc, payload.product_ids, strict=True)

@@ -202,6 +202,12 @@ async def list_orders(q: Queries, user_id: int, *, limit: int = 20, before: int 
     return (await order_page(q, user_id, limit=limit, before=before)).items
 
 
+async def order_owner(q: Queries, order_id: int) -> int | None:
+    """The id of the user who placed the order (who may hear its events)."""
+    owner = await q.fetch_val("SELECT user_id FROM orders WHERE id = ?", (order_id,))
+    return None if owner is None else int(owner)
+
+
 def order_event(order: Order) -> dict[str, object]:
     """What subscribers of the public ``orders`` channel learn: no user, no lines."""
     return {"type": f"order.{order.status}", "id": order.id, "at": order.updated_at}
