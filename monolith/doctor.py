@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from monolith.app import create_app
 from monolith.config import SECRET_KEY_FILE, Settings
-from monolith.database.migrate import available
+from monolith.database.migrate import LEGACY_CHECKSUMS, available
 from monolith.db import Database
 from monolith.errors import ConfigError
 from monolith.services import build_services
@@ -316,7 +316,7 @@ async def reach(
 
 async def migrations_check(db: Database) -> Finding:
     """Pending migrations are fine (serve applies them); unknown or changed ones are not."""
-    known = {m.version: m for m in available(db.dialect)}
+    known = {m.version: m for m in available()}
     try:
         rows = await db.fetch_all("SELECT version, checksum FROM schema_migrations")
     except Exception:  # no table yet: nothing applied
@@ -329,7 +329,11 @@ async def migrations_check(db: Database) -> Finding:
             "problem",
             f"the database has migrations {unknown} this code does not know: an older monolith?",
         )
-    changed = sorted(v for v, c in applied.items() if known[v].checksum != c)
+    changed = sorted(
+        v
+        for v, c in applied.items()
+        if known[v].checksum != c and c not in LEGACY_CHECKSUMS.get(v, frozenset())
+    )
     if changed:
         return Finding("migrations", "problem", f"migrations {changed} changed after they ran")
     pending = sorted(set(known) - set(applied))

@@ -192,7 +192,7 @@ def _in_the_way(data_dir: Path, db_path: Path) -> list[str]:
 def restore(source: Path, data_dir: Path, db_path: Path) -> BackupInfo:
     """Put the backup ``source`` in place as the database ``db_path`` of an empty ``data_dir``."""
     info = verify(source)  # fail fast, before copying gigabytes of a bad file
-    newest = max((m.version for m in available("sqlite")), default=0)
+    newest = max((m.version for m in available()), default=0)
     if info.schema_version > newest:
         raise BackupError(
             f"{source}: made by a newer monolith (schema {info.schema_version}, "
