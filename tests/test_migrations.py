@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from monolith.database import migrate as migrations
+from monolith.database import versions
 from monolith.db import Database, open_database
 from monolith.errors import MigrationError
 from tests.profile import DEFAULT_BACKENDS
@@ -42,7 +43,7 @@ def test_a_stray_sql_migration_is_refused(tmp_path: Path, monkeypatch: pytest.Mo
     shutil.copytree(PACKAGE, folder, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "sqlite").mkdir()
     (folder / "sqlite" / "0042_late.sql").write_text("CREATE TABLE late (id INTEGER);\n")
-    monkeypatch.setattr(migrations, "_folder", lambda: folder)
+    monkeypatch.setattr(versions, "_folder", lambda: folder)
     with pytest.raises(MigrationError, match=r"sqlite/0042_late\.sql.*NNNN_name\.py"):
         migrations.available()
 

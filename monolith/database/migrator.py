@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from monolith.database.base import Database
-from monolith.database.migrate import LOCK_KEY, Migration, Step, check
 from monolith.database.sqlite import SQLiteDatabase
+from monolith.database.versions import LOCK_KEY, Migration, Step, check
 from monolith.errors import DatabaseUnavailable, MigrationError
 
 _CREATE_TABLE = """
