@@ -92,6 +92,9 @@ class StoreSettings:
 class SecuritySettings:
     secret_key: str = ""
     admin_token: str | None = None
+    #: True when the key is development's, generated into the data dir (or to be, by the
+    #: first command that writes), rather than given by MONOLITH_SECRET_KEY.
+    secret_key_generated: bool = False
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
 
 
@@ -353,6 +356,7 @@ def load_settings(
             env_map.get("MONOLITH_SECRET_KEY", ""),
             write=write,
         ),
+        secret_key_generated=not env_map.get("MONOLITH_SECRET_KEY"),
         admin_token=env_map.get("MONOLITH_ADMIN_TOKEN") or None,
         # Named limits replace the defaults one by one; "api=0/minute" turns one off.
         rate_limits=parse_rate_limits(DEFAULT_RATE_LIMITS)

@@ -21,12 +21,13 @@ import asyncio
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from monolith.app import create_app
 from monolith.config import SECRET_KEY_FILE, Settings
 from monolith.database.migrate import LEGACY_CHECKSUMS, available
-from monolith.db import Database
+from monolith.db import Database, sqlite_path
 from monolith.errors import ConfigError
 from monolith.services import build_services
 from monolith.state import SCOPES, HoldsState
@@ -175,11 +176,7 @@ class SessionKey:
 
     def __init__(self, settings: Settings) -> None:
         self._path = settings.data_dir / SECRET_KEY_FILE
-        try:
-            generated = self._path.read_text().strip() == settings.security.secret_key
-        except OSError:
-            generated = False
-        self.scope = "box" if generated else "shared"
+        self.scope = "box" if settings.security.secret_key_generated else "shared"
 
     def describe(self) -> str:
         if self.scope == "box":
@@ -346,6 +343,14 @@ async def migrations_check(db: Database) -> Finding:
     return Finding("migrations", "ok", f"up to date ({len(known)} applied)")
 
 
+def _missing_sqlite(url: str) -> Path | None:
+    """The file of a SQLite URL when it does not exist, else None."""
+    if not url.lower().startswith("sqlite:"):
+        return None
+    path = Path(sqlite_path(url)).expanduser().absolute()
+    return None if path.exists() else path
+
+
 async def examine(settings: Settings, *, patience: float = 5.0) -> Report:
     """The whole report for these settings (opens backends to ping them, then closes them)."""
     report = Report(settings.env, settings.server.instances, settings.server.workers)
@@ -358,8 +363,18 @@ async def examine(settings: Settings, *, patience: float = 5.0) -> Report:
     report.state = state_items(settings, holders)
     report.checks += settings_checks(settings)
     report.checks.append(app_state_check(dict(create_app(settings, svc).state)))
-    found, started = await reach(svc.state, patience)
+    # doctor reads: a SQLite database that does not exist yet is reported, never created.
+    missing = _missing_sqlite(settings.database.url)
+    reachable = {n: h for n, h in svc.state.items() if missing is None or h is not svc.db}
+    found, started = await reach(reachable, patience)
     report.checks += found
+    if missing is not None:
+        report.checks.append(
+            Finding("database", "warn", f"no database at {missing} yet (monolith migrate makes it)")
+        )
+        report.checks.append(
+            Finding("migrations", "warn", f"{len(available())} pending (no database yet)")
+        )
     try:
         if svc.db in started and all(f.level == "ok" for f in found if "database" in f.check):
             report.checks.append(await migrations_check(svc.db))

@@ -42,7 +42,7 @@ def settings_from_env(*, service: bool = False, read_only: bool = False) -> Sett
     return settings
 
 
-def check_data_dir(settings: Settings, *, read_only: bool) -> None:
+def check_data_dir(settings: Settings, *, read_only: bool, need_database: bool = True) -> None:
     """The data dir (and a SQLite database in it) is usable, or a one-line ConfigError."""
     folder = settings.data_dir
     where = f"MONOLITH_DATA_DIR={folder}"
@@ -53,7 +53,7 @@ def check_data_dir(settings: Settings, *, read_only: bool) -> None:
                 f"{where}: no such directory; nothing to read there "
                 "(a command that writes, such as monolith migrate, creates it)"
             )
-        if sqlite_file is not None and not sqlite_file.is_file():
+        if need_database and sqlite_file is not None and not sqlite_file.is_file():
             raise ConfigError(f"{sqlite_file}: no database there yet (monolith migrate creates it)")
         return
     if folder.exists() and not folder.is_dir():

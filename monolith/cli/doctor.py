@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(write=False)  # doctor reads: it never creates the data dir
-        check_data_dir(settings, read_only=True)
+        check_data_dir(settings, read_only=True, need_database=False)  # reported, not made
     except ConfigError as exc:
         report = Report(checks=[Finding("settings", "problem", str(exc))])
     else:
