@@ -201,8 +201,7 @@ def serve(
         factory=True,
         workers_kill_timeout=graceful_timeout,
         respawn_failed_workers=not reload,
-        reload=reload,
-        reload_paths=[Path(__file__).resolve().parent] if reload else None,
+        reload=reload,  # watches the current folder (the repository's root under `make run`)
         log_level=LogLevels(log_level),
         process_name="monolith",
     )

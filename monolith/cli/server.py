@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--reload",
         action="store_true",
-        help="restart the workers when a file under monolith/ changes (development; granian's "
-        "reloader, watchfiles)",
+        help="restart the workers when a .py file under the current folder changes "
+        "(development; granian's reloader, watchfiles)",
     )
     p.set_defaults(func=cmd_serve)
 

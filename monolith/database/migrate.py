@@ -101,8 +101,9 @@ async def migrate_to(db: Database, target: int | None = None) -> list[Step]:
     wanted = {m.version for m in known if m.version <= goal}
     if set(applied) == wanted and not check(known, applied):
         return []  # nothing to do: SQLAlchemy and Alembic are never loaded
-    # Start-up cost: SQLAlchemy and Alembic (about 150 ms of imports) load only when a
-    # migration must run, so the request path and an up-to-date start never import them.
+    # SQLAlchemy and Alembic (measured 2.2-2.7 s of imports on the loaded 2-core test machine,
+    # against 2.7-7.5 s for all of monolith.app) load only when a migration must run, so the
+    # request path and an up-to-date start never import them: a measured start-up cost.
     from monolith.database.migrator import run
 
     return await run(db, known, goal)
