@@ -33,7 +33,15 @@ def test_a_generated_feature_passes_its_tests_lint_and_types(tmp_path: Path) -> 
         REPO,
         copy,
         ignore=shutil.ignore_patterns(
-            ".git", ".venv", "var", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"
+            ".git",
+            ".venv",
+            ".venv-peers",
+            "var",
+            "test-output",
+            "__pycache__",
+            ".mypy_cache",
+            ".ruff_cache",
+            ".pytest_cache",
         ),
     )
     made = run([sys.executable, "-m", "monolith", "new", "feature", "notes"], copy)
