@@ -189,6 +189,16 @@ def test_an_operator_signs_in_sees_the_numbers_and_retries_a_failed_job(
             ".map((e) => e.closest('.kpi').dataset.kpi + ': ' + e.textContent)"
         )
         assert cut == [], f"at {width}px"
+        # The charts' time labels do not run into each other.
+        overlaps = page.evaluate(
+            "[...document.querySelectorAll('.chart svg')].map((svg) => {"
+            "  const r = [...svg.querySelectorAll('text.axis')]"
+            "    .filter((t) => t.getAttribute('y') > svg.viewBox.baseVal.height - 10)"
+            "    .map((t) => t.getBBox()).sort((a, b) => a.x - b.x);"
+            "  return r.slice(1).filter((b, i) => b.x < r[i].x + r[i].width).length;"
+            "}).reduce((a, b) => a + b, 0)"
+        )
+        assert overlaps == 0, f"at {width}px"
         OUTPUT.mkdir(exist_ok=True)
         page.screenshot(path=str(OUTPUT / f"admin-{width}.png"), full_page=True)
     page.set_viewport_size({"width": 1440, "height": 1000})

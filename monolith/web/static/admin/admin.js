@@ -178,9 +178,11 @@
       svg.append(s("line", { class: "grid", x1: L, x2: W - R, y1: y, y2: y }));
       svg.append(s("text", { class: "axis", x: L - 8, y: y + 4, "text-anchor": "end" }, spec.fmt(v)));
     }
-    for (let i = 0; i <= 4; i++) {
-      const t = x0 + (i * (x1 - x0)) / 4;
-      svg.append(s("text", { class: "axis", x: X(t), y: H - 6, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" },
+    // As many time labels as fit: about 110 px each (a label with seconds is ~80 px wide).
+    const ticks = Math.max(2, Math.min(4, Math.floor((W - L - R) / 110)));
+    for (let i = 0; i <= ticks; i++) {
+      const t = x0 + (i * (x1 - x0)) / ticks;
+      svg.append(s("text", { class: "axis", x: X(t), y: H - 6, "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle" },
         clock(t, x1 - x0 < 900)));
     }
     if (spec.limit && spec.limit <= top) {
