@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from monolith.db import Database
 from monolith.jobs import JobContext
-from monolith.services import Services, build_services
+from monolith.services import Services
 from monolith.shop.notices import model
 from monolith.shop.notices.cache import cached_notice_json
 from tests.apphelpers import ADMIN, app_client, make_settings
@@ -75,14 +75,6 @@ async def test_missing_and_bad_ids(client: AsyncTestClient) -> None:
     r = await client.patch("/api/notices/999", json={"title": "x"}, headers=ADMIN)
     assert r.status_code == 404
     assert (await client.get("/api/notices?limit=0")).status_code in (400, 422)
-
-
-@pytest.fixture
-async def svc(db_url: str, data_dir: Path) -> AsyncIterator[Services]:
-    services = build_services(make_settings(data_dir, MONOLITH_DATABASE_URL=db_url))
-    await services.start()
-    yield services
-    await services.stop()
 
 
 async def test_the_expiry_job_forgets_old_notices_and_their_cache(svc: Services) -> None:
