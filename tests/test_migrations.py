@@ -176,7 +176,8 @@ async def test_a_database_made_by_the_sql_file_runner_upgrades_in_place(
         assert all(s.checksum_ok for s in await migrations.status(db))  # recognized
         applied = await migrations.migrate(db)
         known = migrations.available()
-        assert [m.version for m in applied] == [m.version for m in known if m.version > 5]
+        old = {int(f.name[:4]) for f in (LEGACY / dialect).glob("*.sql")}
+        assert [m.version for m in applied] == [m.version for m in known if m.version not in old]
         recorded = {
             int(r[0]): str(r[1])
             for r in await db.fetch_all("SELECT version, checksum FROM schema_migrations")
