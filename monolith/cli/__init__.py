@@ -21,13 +21,26 @@ from monolith.cli import (
     jobs,
     migrate_data,
     new,
+    replication,
     server,
     worker,
 )
 from monolith.errors import MonolithError
 
 #: Command groups, in the order ``--help`` lists them.
-GROUPS = [server, worker, database, db, accounts, jobs, backup, migrate_data, doctor, new]
+GROUPS = [
+    server,
+    worker,
+    database,
+    db,
+    accounts,
+    jobs,
+    backup,
+    replication,
+    migrate_data,
+    doctor,
+    new,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
