@@ -109,22 +109,25 @@ def generate(root: Path, plural: str, singular: str) -> list[Path]:
 
 def wire(text: str, plural: str) -> str:
     """``features.py`` with the feature's routes and jobs added next to the example's."""
-    lines = {
-        f"from monolith.shop.{EXAMPLE} import routes as {EXAMPLE}\n": (
-            f"from monolith.shop.{plural} import jobs as {plural}_jobs\n"
-            f"from monolith.shop.{plural} import routes as {plural}\n"
-        ),
-        f"{EXAMPLE}_jobs)": f"{EXAMPLE}_jobs, {plural}_jobs)",
-        f"        *{EXAMPLE}.routes(svc),\n": f"        *{plural}.routes(svc),\n",
-    }
-    for anchor, added in lines.items():
-        if anchor not in text:
-            raise ConfigError(f"monolith/features.py: cannot find {anchor.strip()!r} to wire in")
-        if anchor.endswith("\n"):
-            text = text.replace(anchor, anchor + added, 1)
-        else:
-            text = text.replace(anchor, added, 1)
-    return text
+    imports = f"from monolith.shop.{EXAMPLE} import routes as {EXAMPLE}\n"
+    routes = f"        *{EXAMPLE}.routes(svc),\n"
+    modules = re.compile(r"^(JOB_MODULES = \()([^)]*)\)", re.M)
+    if imports not in text or routes not in text or not modules.search(text):
+        raise ConfigError(
+            "monolith/features.py: cannot find where the notices feature is wired in "
+            "(its imports, JOB_MODULES, routes()); wire the new feature in by hand"
+        )
+    text = text.replace(
+        imports,
+        imports
+        + f"from monolith.shop.{plural} import jobs as {plural}_jobs\n"
+        + f"from monolith.shop.{plural} import routes as {plural}\n",
+        1,
+    )
+    text = modules.sub(
+        lambda m: f"{m.group(1)}{m.group(2).rstrip().rstrip(',')}, {plural}_jobs)", text, 1
+    )
+    return text.replace(routes, routes + f"        *{plural}.routes(svc),\n", 1)
 
 
 def tidy(paths: list[Path]) -> None:
