@@ -70,6 +70,8 @@ litestream: $(STAMP)
 
 bench: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.jobs_throughput
+	$(BIN)/python -m bench.jobs_scaleout
 
 bench-smoke: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python -m bench.run --smoke

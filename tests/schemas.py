@@ -18,6 +18,7 @@ Schema = dict[str, dict[str, Any]]
 
 def kind(column_type: Any) -> str:
     for family, name in (
+        (sa.Boolean, "integer"),  # SQLite has no boolean: 0 and 1 in an INTEGER
         (sa.Integer, "integer"),
         (sa.Float, "float"),
         (sa.Numeric, "float"),
@@ -34,6 +35,7 @@ def clean(text: Any) -> str | None:
         return None
     value = re.sub(r"::[a-z ]+", "", str(text).lower())
     value = re.sub(r"[()'\"\s]", "", value)
+    value = {"false": "0", "true": "1"}.get(value, value)
     # PostgreSQL shows ``x IN ('a', 'b')`` as ``x = ANY (ARRAY['a', 'b'])``.
     return re.sub(r"^(\w+)=anyarray\[(.*)\]$", r"\1in\2", value)
 

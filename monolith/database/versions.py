@@ -19,8 +19,8 @@ _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.py$")
 _SQL_NAME = re.compile(r"^\d{4}_.*\.sql$")
 LOCK_KEY = 0x6D6F6E6F  # "mono": the advisory lock id on PostgreSQL
 
-#: sha256 of the SQL files (one per database) that migrations 0001-0005 were until they were
-#: written once: a database that recorded one of these is up to date with that version.
+#: sha256 of the SQL files (one per database) that migrations 0001-0006 were until they were
+#: converted: a database that recorded one of these is up to date with that version.
 LEGACY_CHECKSUMS: dict[int, frozenset[str]] = {
     1: frozenset(
         {
@@ -50,6 +50,12 @@ LEGACY_CHECKSUMS: dict[int, frozenset[str]] = {
         {
             "bb63b393a7b2a3a54b2fe890c60cf5318a31a5e8717f9db012449364d24892de",
             "83cfa8dced0e9a067c6dff3857bb97dd54a30427988fe6359116956ea3833fd1",
+        }
+    ),
+    6: frozenset(
+        {
+            "337bbab917729cec700051b557688d8be7ab4008d68f24ce7b2bc017cd450366",
+            "7e1a432ddcaf5eadbd5c4f5c469c35808b8bd0b131498c4b9e68bc766cc12d10",
         }
     ),
 }
