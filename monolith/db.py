@@ -11,6 +11,9 @@ through :meth:`Database.transaction`, which on SQLite is ``BEGIN IMMEDIATE`` on 
 one writer connection and may share its commit with other transactions (group commit). A
 transaction's ``__aexit__`` returns only once its writes are durable.
 
+Rows become typed values with :func:`row_as`/:func:`rows_as` (``rows_as(Note, rows)``: a
+list of ``Note`` structs, checked, and typed for ``mypy --strict``).
+
 This module only re-exports; the code lives in :mod:`monolith.database`.
 """
 
@@ -22,6 +25,8 @@ from monolith.database.base import (
     Queries,
     Row,
     Transaction,
+    row_as,
+    rows_as,
 )
 
 __all__ = [
@@ -32,5 +37,7 @@ __all__ = [
     "Row",
     "Transaction",
     "open_database",
+    "row_as",
+    "rows_as",
     "sqlite_path",
 ]

@@ -26,14 +26,15 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from monolith import fingerprint
 from monolith.app import create_app
 from monolith.channels import namespace as channels_namespace
 from monolith.config import SECRET_KEY_FILE, Settings
-from monolith.database.migrate import available
-from monolith.db import Database
+from monolith.database.migrate import LEGACY_CHECKSUMS, available
+from monolith.db import Database, sqlite_path
 from monolith.errors import ConfigError
 from monolith.replication import open_replica
 from monolith.replication.litestream import find_litestream
@@ -187,11 +188,7 @@ class SessionKey:
 
     def __init__(self, settings: Settings) -> None:
         self._path = settings.data_dir / SECRET_KEY_FILE
-        try:
-            generated = self._path.read_text().strip() == settings.security.secret_key
-        except OSError:
-            generated = False
-        self.scope = "box" if generated else "shared"
+        self.scope = "box" if settings.security.secret_key_generated else "shared"
 
     def describe(self) -> str:
         if self.scope == "box":
@@ -414,7 +411,7 @@ async def reach(
 
 async def migrations_check(db: Database) -> Finding:
     """Pending migrations are fine (serve applies them); unknown or changed ones are not."""
-    known = {m.version: m for m in available(db.dialect)}
+    known = {m.version: m for m in available()}
     try:
         rows = await db.fetch_all("SELECT version, checksum FROM schema_migrations")
     except Exception:  # no table yet: nothing applied
@@ -427,7 +424,11 @@ async def migrations_check(db: Database) -> Finding:
             "problem",
             f"the database has migrations {unknown} this code does not know: an older monolith?",
         )
-    changed = sorted(v for v, c in applied.items() if known[v].checksum != c)
+    changed = sorted(
+        v
+        for v, c in applied.items()
+        if known[v].checksum != c and c not in LEGACY_CHECKSUMS.get(v, frozenset())
+    )
     if changed:
         return Finding("migrations", "problem", f"migrations {changed} changed after they ran")
     pending = sorted(set(known) - set(applied))
@@ -485,6 +486,14 @@ async def store_check(svc: Services) -> Finding:
     )
 
 
+def _missing_sqlite(url: str) -> Path | None:
+    """The file of a SQLite URL when it does not exist, else None."""
+    if not url.lower().startswith("sqlite:"):
+        return None
+    path = Path(sqlite_path(url)).expanduser().absolute()
+    return None if path.exists() else path
+
+
 async def examine(settings: Settings, *, patience: float = 5.0) -> Report:
     """The whole report for these settings (opens backends to ping them, then closes them)."""
     workers, source = running_workers(settings)
@@ -503,7 +512,10 @@ async def examine(settings: Settings, *, patience: float = 5.0) -> Report:
     report.checks += settings_checks(settings)
     report.checks += replication_checks(settings)
     report.checks.append(app_state_check(dict(create_app(settings, svc).state)))
-    found, started = await reach(svc.state, patience)
+    # doctor reads: a SQLite database that does not exist yet is reported, never created.
+    missing = _missing_sqlite(settings.database.url)
+    reachable = {n: h for n, h in svc.state.items() if missing is None or h is not svc.db}
+    found, started = await reach(reachable, patience)
     report.checks += found
     if (channels := svc.state.get("pub/sub")) is not None:
         report.checks.append(Finding("pub/sub namespace", "ok", channels_namespace(channels)))
@@ -512,6 +524,13 @@ async def examine(settings: Settings, *, patience: float = 5.0) -> Report:
             report.checks.append(await store_check(svc))
         except Exception as exc:
             report.checks.append(Finding("store fingerprint", "warn", _one_line(exc)))
+    if missing is not None:
+        report.checks.append(
+            Finding("database", "warn", f"no database at {missing} yet (monolith migrate makes it)")
+        )
+        report.checks.append(
+            Finding("migrations", "warn", f"{len(available())} pending (no database yet)")
+        )
     try:
         if svc.db in started and all(f.level == "ok" for f in found if "database" in f.check):
             report.checks.append(await migrations_check(svc.db))

@@ -15,15 +15,22 @@ from monolith.accounts import routes as accounts
 from monolith.jobs import REGISTRY
 from monolith.services import Services
 from monolith.shop.catalog import routes as catalog
+from monolith.shop.notices import jobs as notices_jobs
+from monolith.shop.notices import routes as notices
 from monolith.shop.orders import jobs as order_jobs
 from monolith.shop.orders import routes as orders
 
 #: Modules imported for the jobs and schedules they register (into :data:`REGISTRY`).
-JOB_MODULES = (maintenance, order_jobs)
+JOB_MODULES = (maintenance, order_jobs, notices_jobs)
 
 __all__ = ["JOB_MODULES", "REGISTRY", "routes"]
 
 
 def routes(svc: Services) -> list[ControllerRouterHandler]:
     """Every feature's HTTP handlers."""
-    return [*catalog.routes(svc), *accounts.routes(svc), *orders.routes(svc)]
+    return [
+        *catalog.routes(svc),
+        *accounts.routes(svc),
+        *orders.routes(svc),
+        *notices.routes(svc),
+    ]

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -105,7 +107,13 @@ def install_drain_handler(*also: Callable[[], object]) -> None:
             callback()
 
     try:
-        asyncio.get_running_loop().add_signal_handler(DRAIN_SIGNAL, drain)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(DRAIN_SIGNAL, drain)
+        # Ctrl+C reaches the whole process group; a worker that stopped on its own would be
+        # reported as crashed ("Unexpected exit") and respawned. The serve process stops the
+        # workers in order instead.
+        loop.remove_signal_handler(signal.SIGINT)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (RuntimeError, ValueError, NotImplementedError):
         pass  # not the main thread (tests) or no signals here: nothing to drain
 
@@ -118,6 +126,7 @@ def serve(
     graceful_timeout: int,
     log_level: str = "info",
     on_respawn: Callable[[list[int]], None] | None = None,
+    reload: bool = False,
 ) -> None:
     """Run granian (ASGI, lifespan) with the drain phase; returns when it has stopped.
 
@@ -138,6 +147,14 @@ def serve(
         draining = False
 
         def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+            if args and args[0] == signal.SIGINT and not self.draining:
+                # Ctrl+C at a terminal: one line, a stop without the drain (no traffic to
+                # protect at a developer's desk), and granian's stop lines left out.
+                self.draining = True
+                logging.getLogger("_granian").setLevel(logging.WARNING)
+                print("monolith serve: stopping (Ctrl+C)", file=sys.stderr, flush=True)
+                super().signal_handler_interrupt(*args, **kwargs)
+                return
             if self.draining:  # a second signal: stop now
                 super().signal_handler_interrupt(*args, **kwargs)
                 return
@@ -183,7 +200,8 @@ def serve(
         workers=workers,
         factory=True,
         workers_kill_timeout=graceful_timeout,
-        respawn_failed_workers=True,
+        respawn_failed_workers=not reload,
+        reload=reload,  # watches the current folder (the repository's root under `make run`)
         log_level=LogLevels(log_level),
         process_name="monolith",
     )

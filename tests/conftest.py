@@ -12,7 +12,9 @@ import pytest
 
 from monolith.database.migrate import migrate
 from monolith.db import Database, open_database
+from monolith.services import Services, build_services
 from tests import profile
+from tests.apphelpers import make_settings
 from tests.services import (
     REDIS_URL,
     pg_admin,
@@ -111,6 +113,16 @@ async def db(db_url: str) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.stop()
+
+
+@pytest.fixture
+async def svc(db_url: str, data_dir: Path) -> AsyncIterator[Services]:
+    """The app's services on each backend, started, with no job runner: a test runs a job
+    itself through its registry entry."""
+    services = build_services(make_settings(data_dir, MONOLITH_DATABASE_URL=db_url))
+    await services.start()
+    yield services
+    await services.stop()
 
 
 pytest_plugins = ["tests.stores"]

@@ -110,6 +110,7 @@ def test_an_operator_signs_in_sees_the_numbers_and_retries_a_failed_job(
     page.fill("#password", "not the password")
     page.click("#account-form button[type=submit]")
     assert "Wrong email or password" in page.locator(".error").inner_text()
+    assert page.input_value("#email") == EMAIL  # kept: only the password is typed again
     assert problems == [
         "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
     ]
@@ -129,6 +130,9 @@ def test_an_operator_signs_in_sees_the_numbers_and_retries_a_failed_job(
     requests_note = page.locator('[data-kpi="Requests / s"] .note').inner_text()
     assert int(requests_note.split()[0].replace(",", "")) >= 20
     assert page.locator('[data-kpi="Failed jobs"] .value').inner_text() == "2"
+    # Not healthy, and it says why, next to the pill.
+    assert page.locator("#status").inner_text() in ("degraded", "attention needed")
+    assert "2 failed jobs" in page.locator("#status-reason").inner_text()
     assert page.locator(".chart svg").count() == 4
     assert page.locator("#statements tbody tr").count() > 0
     # Which statements lead depends on their timings; that there are some, and that they are
@@ -175,6 +179,43 @@ def test_an_operator_signs_in_sees_the_numbers_and_retries_a_failed_job(
     page.wait_for_selector("#chart-rate .dot", timeout=60_000)
     for chart in ("#chart-errors", "#chart-queue"):
         assert page.locator(f"{chart} .dot").count() == 1
+    # p95: requests until a sampled interval timed some; the tile then shows the chart's
+    # last point, never "-" beside a chart that has one.
+    deadline = time.monotonic() + 60
+    while not page.locator("#chart-p95 .dot").count():
+        assert time.monotonic() < deadline, "no p95 point"
+        httpx.get(f"{server.url}/api/products?limit=3", timeout=5)
+        page.wait_for_timeout(500)
+    page.wait_for_function(
+        "document.querySelector('#chart-p95 .now').textContent === "
+        "'now ' + document.querySelector('[data-kpi=\"p95 latency\"] .value').textContent",
+        timeout=20_000,
+    )
+    # Every tile's text fits its tile (nothing cut), at a wide and at a narrow width.
+    for width in (1440, 1280, 1024):
+        page.set_viewport_size({"width": width, "height": 1000})
+        cut = page.evaluate(
+            "[...document.querySelectorAll('.kpi .label, .kpi .value, .kpi .note')]"
+            ".filter((e) => e.scrollWidth > e.clientWidth + 1)"
+            ".map((e) => e.closest('.kpi').dataset.kpi + ': ' + e.textContent)"
+        )
+        assert cut == [], f"at {width}px"
+        # The charts' time labels do not run into each other.
+        overlaps = page.evaluate(
+            "[...document.querySelectorAll('.chart svg')].map((svg) => {"
+            "  const r = [...svg.querySelectorAll('text.axis')]"
+            "    .filter((t) => t.getAttribute('y') > svg.viewBox.baseVal.height - 10)"
+            "    .map((t) => t.getBBox()).sort((a, b) => a.x - b.x);"
+            "  return r.slice(1).filter((b, i) => b.x < r[i].x + r[i].width).length;"
+            "}).reduce((a, b) => a + b, 0)"
+        )
+        assert overlaps == 0, f"at {width}px"
+        OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT / f"admin-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1440, "height": 1000})
+    # Whatever the state, it is explained: only "healthy" comes without a reason.
+    state = page.locator("#status").inner_text()
+    assert (state == "healthy") == (page.locator("#status-reason").inner_text() == "")
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "admin.png"), full_page=True)
     assert problems == []

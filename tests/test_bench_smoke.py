@@ -35,6 +35,15 @@ def smoke(
     require_redis()
     require_binary("wrk", "wrk")
     out = tmp_path_factory.mktemp("bench")
+    # The seed stack's own environment (arq holds redis-py below 6): made once, then kept.
+    peers = subprocess.run(
+        ["make", "bench-peers", f"PY={sys.executable}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert peers.returncode == 0, peers.stderr[-4000:]
     proc = subprocess.run(
         [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
         cwd=ROOT,

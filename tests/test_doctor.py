@@ -63,8 +63,11 @@ def test_one_box_is_fine_and_hears_what_a_second_instance_would_break(data_dir: 
     assert "each instance writes its own database" in database["breaks"]
     key = item(report, "session key")
     assert key["scope"] == "box" and "generated into" in key["backend"]
-    assert check(report, "database")["level"] == "ok"
+    # doctor reads: no database yet is said, and not made.
+    assert check(report, "database")["level"] == "warn"
+    assert "no database at" in check(report, "database")["message"]
     assert check(report, "migrations")["level"] == "warn"  # nothing applied yet
+    assert not (data_dir / "monolith.db").exists()
 
     assert run_cli("migrate", env=env).returncode == 0
     done = run_cli("doctor", env=env)

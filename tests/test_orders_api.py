@@ -16,7 +16,7 @@ from litestar.testing import AsyncTestClient
 
 from monolith.events import Viewer
 from monolith.jobs import JobContext
-from monolith.services import Services, build_services
+from monolith.services import Services
 from monolith.shop.catalog import cache as catalog_cache
 from monolith.shop.catalog import model as catalog
 from monolith.shop.orders.model import (
@@ -241,15 +241,6 @@ async def test_a_user_reads_only_their_own_orders(client: AsyncTestClient) -> No
     ]
     for bad in ("limit=0", "limit=101", "before=0", "before=x"):
         assert (await client.get(f"/api/orders?{bad}", headers=ada)).status_code == 422, bad
-
-
-@pytest.fixture
-async def svc(db_url: str, data_dir: Path) -> AsyncIterator[Services]:
-    """The app's services with no job runner: the test runs the job itself."""
-    services = build_services(make_settings(data_dir, MONOLITH_DATABASE_URL=db_url))
-    await services.start()
-    yield services
-    await services.stop()
 
 
 async def run_confirm_job(svc: Services, payload: dict[str, object], attempt: int) -> None:

@@ -93,6 +93,8 @@ def test_db_top_adds_up_every_process(data_dir: Path, tmp_path: Path) -> None:
 
 def test_db_top_in_words_and_bad_limit(data_dir: Path) -> None:
     env = base_env(data_dir)
+    # db top reads: it needs a database (tests/test_cli_errors.py: it never makes one).
+    assert run_cli("migrate", env=env).returncode == 0
     empty = run_cli("db", "top", env=env)
     assert empty.returncode == 0, empty.stderr
     assert "no statements recorded yet" in empty.stdout

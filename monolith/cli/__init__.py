@@ -22,6 +22,7 @@ from monolith.cli import (
     jobs,
     media,
     migrate_data,
+    new,
     replication,
     server,
     worker,
@@ -42,6 +43,7 @@ GROUPS = [
     media,
     cache,
     doctor,
+    new,
 ]
 
 

@@ -11,8 +11,19 @@ from monolith.shop.catalog import model as catalog
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("migrate", help="apply (or list with --status) database migrations")
-    p.add_argument("--status", action="store_true", help="list migrations, applied or pending")
+    p = sub.add_parser(
+        "migrate",
+        help="apply (or list with --status) database migrations",
+        description="Apply every pending migration, or go up or down to one with --to. "
+        "Migrations live in monolith/database/migrations (docs/GUIDE.md).",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--status", action="store_true", help="list migrations, applied or pending")
+    mode.add_argument(
+        "--to",
+        metavar="REV",
+        help="go up or down to this version (a number such as 3 or 0003, 'base' or 'head')",
+    )
     add_json_flag(p)
     p.set_defaults(func=cmd_migrate)
 
@@ -23,10 +34,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = settings_from_env()
+    settings = settings_from_env(read_only=args.status)
+
+    known = migrations.available()
 
     async def go() -> list[dict[str, object]]:
-        async with started_db(settings) as db:
+        async with started_db(settings, create=not args.status) as db:
             if args.status:
                 return [
                     {
@@ -38,7 +51,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                     }
                     for s in await migrations.status(db)
                 ]
-            return [{"version": m.version, "name": m.name} for m in await migrations.migrate(db)]
+            target = None if args.to is None else migrations.parse_target(args.to, known)
+            return [
+                {
+                    "version": s.migration.version,
+                    "name": s.migration.name,
+                    "direction": s.direction,
+                }
+                for s in await migrations.migrate_to(db, target)
+            ]
 
     rows = run(go())
 
@@ -46,7 +67,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if not args.status:
             if not data:
                 return "migrations: nothing to apply, the database is up to date"
-            return "\n".join(f"applied {r['version']:04d}_{r['name']}" for r in data)
+            return "\n".join(
+                f"{'applied' if r['direction'] == 'up' else 'reverted'} "
+                f"{r['version']:04d}_{r['name']}"
+                for r in data
+            )
         lines = []
         for r in data:
             when = r["applied_at"]

@@ -38,14 +38,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_top(args: argparse.Namespace) -> int:
     if args.limit < 1:
         return fail("db top", "--limit must be at least 1")
-    settings = settings_from_env()
+    settings = settings_from_env(read_only=not args.reset)
     stats = StatsFile(settings.stats_path)
     order: Order = args.order
     if args.reset:
         stats.reset_statements()
 
     async def go() -> tuple[str, list[Statement]]:
-        async with started_db(settings) as db:
+        async with started_db(settings, create=False) as db:
             rows = await pg_stat_statements(db, args.limit, order)
         if rows is not None:
             return "pg_stat_statements", rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from monolith.cli.common import add_json_flag, emit, run
+from monolith.cli.common import add_json_flag, check_data_dir, emit, run
 from monolith.config import load_settings
 from monolith.doctor import Finding, Report, examine
 from monolith.errors import ConfigError
@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings()
+        settings = load_settings(write=False)  # doctor reads: it never creates the data dir
+        check_data_dir(settings, read_only=True, need_database=False)  # reported, not made
     except ConfigError as exc:
         report = Report(checks=[Finding("settings", "problem", str(exc))])
     else:

@@ -68,8 +68,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enq.set_defaults(func=cmd_enqueue)
 
 
-def _with_jobs(action: Callable[[Jobs[Any]], Awaitable[Any]]) -> Any:
-    settings = settings_from_env()
+def _with_jobs(action: Callable[[Jobs[Any]], Awaitable[Any]], *, read_only: bool = False) -> Any:
+    settings = settings_from_env(read_only=read_only)
 
     async def go() -> Any:
         async with started_services(settings) as svc:
@@ -103,7 +103,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.limit < 1:
         return fail("jobs list", "--limit must be at least 1")
     jobs: list[Job] = _with_jobs(
-        lambda j: j.queue.list(args.state, limit=args.limit, queue=args.queue)
+        lambda j: j.queue.list(args.state, limit=args.limit, queue=args.queue), read_only=True
     )
     emit(args, [job.as_dict() for job in jobs], _table)
     return 0
@@ -122,7 +122,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             "queues": await jobs.queues(),
         }
 
-    data = _with_jobs(collect)
+    data = _with_jobs(collect, read_only=True)
 
     def human(d: dict[str, Any]) -> str:
         now = time.time()

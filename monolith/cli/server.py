@@ -6,7 +6,13 @@ import argparse
 import os
 import time
 
-from monolith.cli.common import run, settings_from_env, started_services
+from monolith.cli.common import (
+    check_port,
+    reachable_database,
+    run,
+    settings_from_env,
+    started_services,
+)
 from monolith.config import parse_workers
 from monolith.doctor import write_serve_file
 from monolith.observability.metrics import Metrics, enable_multiprocess, forget_process
@@ -23,11 +29,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--host", help="address to bind (default MONOLITH_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default MONOLITH_PORT or 8000)")
     p.add_argument("--workers", help="worker processes, a number or 'auto' (= CPU count)")
+    p.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart the workers when a .py file under the current folder changes "
+        "(development; granian's reloader, watchfiles)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Every argument and setting is checked before anything is written.
+    port = check_port(args.port) if args.port is not None else None
+    workers = parse_workers(args.workers) if args.workers else None
     settings = settings_from_env(service=True)
+    run(reachable_database(settings))  # a missing PostgreSQL database: one line, nothing written
+    port = port or settings.server.port
     # Before anything counts and before granian forks: every process of this serve writes
     # its metrics to a fresh directory, and /metrics adds them up.
     enable_multiprocess(settings.serve_metrics_dir)
@@ -45,14 +62,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     run(prepare())
     forget_process(os.getpid())  # this process's gauges from prepare(): it serves no requests
-    workers = parse_workers(args.workers) if args.workers else settings.server.workers
+    workers = workers or settings.server.workers
     write_serve_file(settings, workers)  # doctor reports the real worker count
     serve(
         host=args.host or settings.server.host,
-        port=args.port if args.port is not None else settings.server.port,
+        port=port,
         workers=workers,
         graceful_timeout=settings.server.graceful_timeout,
         log_level=settings.log.level,
         on_respawn=on_respawn,
+        reload=args.reload,
     )
     return 0

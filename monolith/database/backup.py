@@ -190,7 +190,7 @@ def _in_the_way(data_dir: Path, db_path: Path) -> list[str]:
 
 
 def _check_schema(info: BackupInfo, source: object) -> None:
-    newest = max((m.version for m in available("sqlite")), default=0)
+    newest = max((m.version for m in available()), default=0)
     if info.schema_version > newest:
         raise BackupError(
             f"{source}: made by a newer monolith (schema {info.schema_version}, "

@@ -20,6 +20,7 @@ import asyncpg
 from monolith.database.base import BackupProgress, Database, Params, Row, Transaction
 from monolith.errors import (
     BackupError,
+    ConfigError,
     DatabaseBusy,
     DatabaseUnavailable,
     IntegrityViolation,
@@ -172,6 +173,14 @@ class PostgresDatabase(Database):
                 timeout=self.connect_timeout,
                 command_timeout=self.command_timeout,
             )
+        except asyncpg.exceptions.InvalidCatalogNameError:
+            name = urlsplit(self.url).path.lstrip("/")
+            raise ConfigError(
+                f"MONOLITH_DATABASE_URL names the PostgreSQL database {name!r}, which does not "
+                f"exist on {self.describe()}; create it (createdb {name}) or fix the URL"
+            ) from None
+        except asyncpg.exceptions.InvalidAuthorizationSpecificationError as exc:
+            raise ConfigError(f"PostgreSQL refused the login: {exc}") from None
         except Exception as exc:
             raise translate(exc) from exc
 

@@ -160,7 +160,7 @@ async def baseline(plans: Sequence[TablePlan], size: int) -> dict[str, Checksum]
 
 async def check_versions(source: SQLiteSource) -> None:
     """Refuse a source that is not at exactly this code's migrations."""
-    known = {m.version for m in available("sqlite")}
+    known = {m.version for m in available()}
     applied = await source.applied_migrations()
     if applied - known:
         raise TransferError(

@@ -74,6 +74,8 @@ class LoopMonitor:
         #: Requests in progress on this loop: id of the middleware's frame -> its scope.
         self.requests: dict[int, Any] = {}
         self.max_lag = 0.0
+        #: Counting; a process sets it False while it starts, then calls :meth:`arm`.
+        self.armed = True
         self._beat = time.monotonic()
         self._loop_thread = 0
         self._task: asyncio.Task[None] | None = None
@@ -89,6 +91,12 @@ class LoopMonitor:
         self.requests.pop(id(frame), None)
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    def arm(self) -> None:
+        """Start counting: called once the process has started. Start-up (imports, opening
+        connections, migrations) blocks the loop by design and is neither lag nor a block."""
+        self._beat = time.monotonic()
+        self.armed = True
 
     async def start(self) -> None:
         self._loop_thread = threading.get_ident()
@@ -119,6 +127,9 @@ class LoopMonitor:
             await asyncio.sleep(self.tick)
             now = time.monotonic()
             self._beat = now
+            if not self.armed:
+                window_started = now
+                continue
             worst = max(worst, now - before - self.tick)
             if now - window_started >= self.window:
                 self.max_lag = worst
@@ -132,6 +143,8 @@ class LoopMonitor:
         reported_beat = 0.0
         while not self._stop.wait(self.tick):
             beat = self._beat
+            if not self.armed:
+                continue
             if beat == reported_beat or time.monotonic() - beat < self.block_after:
                 continue
             reported_beat = beat  # one warning per block

@@ -80,8 +80,19 @@ def current(metrics: Iterable[Metric]) -> dict[str, Any]:
 
 
 def _last(series: dict[str, list[Any]], key: str) -> Any:
+    """The newest sample that has a value: what the chart's last point shows (an interval
+    without requests has no p95, and the page must not show "-" next to a chart with one)."""
     values = series.get(key) or []
-    return values[-1] if values else None
+    return next((v for v in reversed(values) if v is not None), None)
+
+
+def _last_at(series: dict[str, list[Any]], key: str) -> float | None:
+    """When :func:`_last`'s sample was taken."""
+    values, times = series.get(key) or [], series.get("t") or []
+    return next(
+        (t for t, v in zip(reversed(times), reversed(values), strict=False) if v is not None),
+        None,
+    )
 
 
 async def overview(obs: Observability, jobs: Any) -> dict[str, Any]:
@@ -97,6 +108,7 @@ async def overview(obs: Observability, jobs: Any) -> dict[str, Any]:
             "request_rate": _last(history, "request_rate"),
             "error_ratio": _last(history, "error_ratio"),
             "p95_seconds": _last(history, "p95_seconds"),
+            "p95_at": _last_at(history, "p95_seconds"),
             "job_rate": _last(history, "job_rate"),
             "job_failure_rate": _last(history, "job_failure_rate"),
             "cpu_cores": _last(history, "cpu_cores"),

@@ -70,10 +70,13 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
     signin = (ASSETS / "signin.html").read_text()
     token_form = (ASSETS / "token.html").read_text() if settings.security.admin_token else ""
 
-    def signin_page(error: str = "", status: int = 200) -> Response[str]:
+    def signin_page(error: str = "", status: int = 200, email: str = "") -> Response[str]:
+        """The sign-in form; after a failed attempt it keeps the email that was typed."""
         note = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
         return Response(
-            signin.replace("{error}", note).replace("{token}", token_form),
+            signin.replace("{error}", note)
+            .replace("{email}", html.escape(email[:MAX_EMAIL], quote=True))
+            .replace("{token}", token_form),
             media_type=MediaType.HTML,
             status_code=status,
             headers=HEADERS,
@@ -112,14 +115,14 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
             return signed_in(admin_session.set_cookie(settings, admin_session.issue(settings)))
         email, password = _field(form, "email"), _field(form, "password", strip=False)
         if not email or not password:
-            return signin_page("Enter the email and password of an admin account.", 400)
+            return signin_page("Enter the email and password of an admin account.", 400, email)
         user = None
         if len(email) <= MAX_EMAIL and len(password) <= MAX_PASSWORD:
             user = await accounts.authenticate(svc.db, email, password)
         if user is None:
-            return signin_page(WRONG_CREDENTIALS.capitalize() + ".", 401)
+            return signin_page(WRONG_CREDENTIALS.capitalize() + ".", 401, email)
         if user.role != "admin":
-            return signin_page(f"{user.email} is not an admin.", 403)
+            return signin_page(f"{user.email} is not an admin.", 403, email)
         return signed_in(await start_session(svc, request, user))
 
     @post("/admin/logout", include_in_schema=False)

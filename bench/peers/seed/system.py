@@ -3,7 +3,8 @@
 Per bench run: a PostgreSQL database of its own (created, loaded with the catalog, dropped at
 the end) and a Redis key prefix of its own (every key under it deleted at the end, including
 arq's ``arq:*:<prefix>-*`` job keys). Per start: uvicorn with the bench's worker count plus
-two arq worker processes (the article's ``replicas: 2``).
+two arq worker processes (the article's ``replicas: 2``), all run by the peers' own Python
+(``bench/.venv-peers``, which ``make bench`` creates; arq there holds redis-py below 6).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import json
 import os
 import secrets
 import socket
-import sys
+import subprocess
 import time
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.catalog import products
@@ -25,6 +27,10 @@ from bench.system import NotAvailable, RunContext, System
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 ARQ_WORKERS = 2
+ROOT = Path(__file__).resolve().parents[3]
+#: The peers run in their own environment (``make bench-peers``): arq holds redis-py below 6,
+#: and monolith's environment takes the redis-py a production install gets.
+PEERS_PYTHON = os.environ.get("BENCH_PEERS_PYTHON") or str(ROOT / "bench/.venv-peers/bin/python")
 ARQ_POLL_DELAY = os.environ.get("BENCH_ARQ_POLL_DELAY", "0.01")
 
 
@@ -77,13 +83,15 @@ class Seed(System):
         ]
         if missing:
             raise NotAvailable(f"{' and '.join(missing)} not reachable")
-        try:
-            import arq  # noqa: F401
-            import fastapi  # noqa: F401
-            import sqlalchemy  # noqa: F401
-            import uvicorn  # noqa: F401
-        except ImportError as exc:
-            raise NotAvailable(f"{exc.name} is missing: pip install -e '.[bench]'") from None
+        if not Path(PEERS_PYTHON).exists():
+            raise NotAvailable(f"{PEERS_PYTHON} is missing: make bench-peers creates it")
+        probe = subprocess.run(
+            [PEERS_PYTHON, "-c", "import arq, fastapi, sqlalchemy, uvicorn"],
+            capture_output=True,
+            text=True,
+        )
+        if probe.returncode:
+            raise NotAvailable(f"the peers' environment is incomplete: {probe.stderr[-200:]}")
         self.db_name = f"bench_seed_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         asyncio.run(_pg_admin(f'CREATE DATABASE "{self.db_name}"'))
         self._created = True
@@ -161,13 +169,13 @@ class Seed(System):
         env = self.env(variant)
         log = ctx.workdir / "seed.log"
         cmd = [
-            sys.executable, "-m", "uvicorn", "bench.peers.seed.app:app", "--host", "127.0.0.1",
+            PEERS_PYTHON, "-m", "uvicorn", "bench.peers.seed.app:app", "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(ctx.workers),
         ]  # fmt: skip
         web = spawn("seed uvicorn", cmd, env, log)
         server = Server(f"http://127.0.0.1:{port}", web)
         try:
-            arq_cmd = [sys.executable, "-m", "arq", "bench.peers.seed.worker.WorkerSettings"]
+            arq_cmd = [PEERS_PYTHON, "-m", "arq", "bench.peers.seed.worker.WorkerSettings"]
             for i in range(ARQ_WORKERS):
                 server.helpers.append(spawn(f"seed arq {i}", arq_cmd, env, ctx.workdir / "arq.log"))
             wait_http(web, server.url + "/health/ready")
@@ -183,35 +191,23 @@ class Seed(System):
         return server
 
     def jobs_per_second(self, server: Server, count: int) -> float:
+        """arq's rate, driven from the peers' environment (bench.peers.seed.driver)."""
         self._jobs_run += 1
-        return asyncio.run(self._arq_jobs(count, f"{self.prefix}-noop{self._jobs_run}"))
-
-    async def _arq_jobs(self, count: int, id_prefix: str) -> float:
-        from arq import create_pool
-        from arq.connections import RedisSettings
-        from arq.constants import result_key_prefix
-
-        queue = f"{self.prefix}:queue"
-        pool = await create_pool(RedisSettings.from_dsn(REDIS_URL), default_queue_name=queue)
-        ids = [f"{id_prefix}-{i}" for i in range(count)]
-        try:
-            started = time.perf_counter()
-            for i in range(0, count, 200):
-                await asyncio.gather(
-                    *(pool.enqueue_job("noop", _job_id=j) for j in ids[i : i + 200])
-                )
-            deadline = started + 120
-            # Cheap wait first (every job taken), then the exact check (every result stored).
-            while await pool.zcard(queue) and time.perf_counter() < deadline:
-                await asyncio.sleep(0.005)
-            done = 0
-            while time.perf_counter() < deadline:
-                done = 0
-                for i in range(0, count, 1000):
-                    done += await pool.exists(*(result_key_prefix + j for j in ids[i : i + 1000]))
-                if done == count:
-                    return count / (time.perf_counter() - started)
-                await asyncio.sleep(0.01)
-            raise NotAvailable(f"arq finished {done} of {count} jobs in 120 s")
-        finally:
-            await pool.aclose()
+        run = subprocess.run(
+            [
+                PEERS_PYTHON,
+                "-m",
+                "bench.peers.seed.driver",
+                REDIS_URL,
+                f"{self.prefix}:queue",
+                f"{self.prefix}-noop{self._jobs_run}",
+                str(count),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=ROOT,
+        )
+        if run.returncode:
+            raise NotAvailable(f"arq driver: {(run.stderr or run.stdout).strip()[-300:]}")
+        return float(run.stdout.strip().splitlines()[-1])

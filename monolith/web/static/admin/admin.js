@@ -104,7 +104,7 @@
       kpi("Requests / s", num(n.request_rate), num(n.requests_total) + " since start"),
       kpi("Error rate", pct(n.error_ratio), num(n.errors_total) + " 5xx since start",
         n.error_ratio === null ? "" : n.error_ratio > 0.01 ? "bad" : n.error_ratio > 0.002 ? "warn" : "ok"),
-      kpi("p95 latency", dur(n.p95_seconds), "last interval, all routes",
+      kpi("p95 latency", dur(n.p95_seconds), n.p95_at ? "all routes, at " + clock(n.p95_at, true) : "no requests timed yet",
         n.p95_seconds === null ? "" : n.p95_seconds > 1 ? "bad" : n.p95_seconds > 0.5 ? "warn" : "ok"),
       kpi("Jobs / s", num(n.job_rate), num(n.jobs_succeeded_total) + " succeeded since start"),
       kpi("Failed jobs", num(failedJobs), n.job_failure_rate ? num(n.job_failure_rate) + "/s failing now" : num(n.jobs_retried_total) + " retries since start",
@@ -124,11 +124,20 @@
     ];
     document.getElementById("kpis").replaceChildren(...items);
 
+    // Every state but healthy says why, next to the pill.
+    const bad = [], warn = [];
+    if (n.error_ratio > 0.01) bad.push("error rate " + pct(n.error_ratio) + " (over 1%)");
+    if (n.p95_seconds > 1) bad.push("p95 latency " + dur(n.p95_seconds) + " (over 1 s)");
+    if (n.job_failure_rate > 0) bad.push("jobs failing now");
+    if (failedJobs > 0) warn.push(num(failedJobs) + " failed job" + (failedJobs === 1 ? "" : "s"));
+    if (n.loop_lag_seconds > 0.1) warn.push("event-loop lag " + dur(n.loop_lag_seconds) + " (over 100 ms)");
+    if (n.worker_restarts > 0) warn.push(num(n.worker_restarts) + " worker restart" + (n.worker_restarts === 1 ? "" : "s"));
     const status = document.getElementById("status");
-    const bad = n.error_ratio > 0.01 || n.p95_seconds > 1 || n.job_failure_rate > 0;
-    const warn = failedJobs > 0 || n.loop_lag_seconds > 0.1 || n.worker_restarts > 0;
-    status.textContent = bad ? "attention needed" : warn ? "degraded" : "healthy";
-    status.className = "pill " + (bad ? "bad" : warn ? "warn" : "ok");
+    status.textContent = bad.length ? "attention needed" : warn.length ? "degraded" : "healthy";
+    status.className = "pill " + (bad.length ? "bad" : warn.length ? "warn" : "ok");
+    const reasons = [...bad, ...warn].join(" · ");
+    status.title = reasons;
+    document.getElementById("status-reason").textContent = reasons;
   }
 
   // -- plots ------------------------------------------------------------------------------
@@ -169,9 +178,11 @@
       svg.append(s("line", { class: "grid", x1: L, x2: W - R, y1: y, y2: y }));
       svg.append(s("text", { class: "axis", x: L - 8, y: y + 4, "text-anchor": "end" }, spec.fmt(v)));
     }
-    for (let i = 0; i <= 4; i++) {
-      const t = x0 + (i * (x1 - x0)) / 4;
-      svg.append(s("text", { class: "axis", x: X(t), y: H - 6, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" },
+    // As many time labels as fit: about 110 px each (a label with seconds is ~80 px wide).
+    const ticks = Math.max(2, Math.min(4, Math.floor((W - L - R) / 110)));
+    for (let i = 0; i <= ticks; i++) {
+      const t = x0 + (i * (x1 - x0)) / ticks;
+      svg.append(s("text", { class: "axis", x: X(t), y: H - 6, "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle" },
         clock(t, x1 - x0 < 900)));
     }
     if (spec.limit && spec.limit <= top) {

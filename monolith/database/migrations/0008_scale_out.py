@@ -1,0 +1,25 @@
+"""Live events that resume (Last-Event-ID): trimming remembers the last message id it removed,
+so a replay after an older id knows that messages are missing and says "reset" instead.
+
+Revision: 0008
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+from monolith.database.schema import BIGINT
+
+revision = "0008"
+down_revision = "0006"
+
+
+def upgrade() -> None:
+    op.add_column(
+        "channel_head",
+        sa.Column("trimmed_id", BIGINT, nullable=False, server_default="0"),
+    )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("channel_head") as batch:
+        batch.drop_column("trimmed_id")
