@@ -1,6 +1,7 @@
 """Live events: one process's fan-out between the pub/sub backend and its connected clients.
 
-Each worker process has one :class:`EventHub`. Writes publish through it (after their commit)
+Each worker process has one :class:`EventHub`. Writes publish through it (after their commit,
+or in their transaction with ``tx=``)
 to the channels backend, which carries the event to every worker; each hub reads the
 backend's one stream and hands every event to the SSE and WebSocket clients connected to it.
 So a client receives events whichever worker it is connected to and whichever worker served
@@ -26,6 +27,7 @@ from typing import Any
 import msgspec
 
 from monolith.channels import ChannelsBackend
+from monolith.db import Transaction
 from monolith.errors import MonolithError, NotStarted
 from monolith.logs import get_logger
 
@@ -98,8 +100,21 @@ class EventHub:
 
     # -- publishing ------------------------------------------------------------------------
 
-    async def publish(self, channel: str, event: Any) -> None:
-        """Send ``event`` (JSON-encodable) to every listener of ``channel`` on every worker."""
+    async def publish(self, channel: str, event: Any, *, tx: Transaction | None = None) -> None:
+        """Send ``event`` (JSON-encodable) to every listener of ``channel`` on every worker.
+
+        With ``tx`` (a write transaction on the app's database), the event is part of that
+        transaction: on the database channels backend its row is written in it, so it is sent
+        if and only if the transaction commits, with no write of its own; a failure to write it
+        fails the transaction. Other backends publish it once ``tx`` has committed.
+        """
+        if tx is not None:
+            publish_in = getattr(self.backend, "publish_in", None)
+            if publish_in is not None:
+                await publish_in(tx, _encode(event), [channel])
+            else:
+                tx.on_commit(lambda: self.publish_soon(channel, event))
+            return
         try:
             await self.backend.publish(_encode(event), [channel])
         except MonolithError as exc:

@@ -11,13 +11,15 @@ Why ids come from ``channel_head`` and not from an autoincrement: a poller that 
 a sequence hands out 6 and 7 to two transactions that may commit in either order. Taking the
 next id by updating the one row of ``channel_head`` holds that row's lock until commit, so
 publishers commit in id order (SQLite writers are serialized anyway). Publishing is rare next
-to reading, so serializing it costs nothing we would notice.
+to reading, so serializing it costs nothing we would notice. (An event published in a write's
+own transaction, :meth:`publish_in`, holds that lock until the write commits.)
 
 Delivery: a subscriber receives the messages of its channels that commit after it subscribed,
 in commit order, within one poll interval (at once for messages published by this process,
 which wake the poller). Rows older than ``retention`` seconds are trimmed by publishers; a
-poller that falls further behind than that loses what was trimmed. Publishing never happens
-implicitly inside a caller's transaction: events are notifications sent after a commit, not data.
+poller that falls further behind than that loses what was trimmed. Publishing happens inside a
+caller's transaction only when asked (:meth:`publish_in`, ``EventHub.publish(..., tx=)``): then
+the event is sent if and only if that write commits, at the cost of no write of its own.
 
 This module must never import a database driver, nor raise a driver's error.
 """
@@ -31,7 +33,7 @@ from collections.abc import AsyncGenerator, Iterable
 import structlog
 from litestar.channels.backends.base import ChannelsBackend
 
-from monolith.database.base import Database
+from monolith.database.base import Database, Transaction
 from monolith.errors import NotStarted, StateUnavailable
 
 log = structlog.get_logger("monolith.channels")
@@ -105,26 +107,38 @@ class DatabaseChannelsBackend(ChannelsBackend):
         names = list(dict.fromkeys(channels))
         if not names:
             return
-        now = time.time()
         async with self.db.transaction() as tx:
-            last = int(
-                await tx.fetch_val(
-                    "UPDATE channel_head SET last_id = last_id + ? WHERE id = 1 RETURNING last_id",
-                    (len(names),),
-                )
-            )
-            first = last - len(names) + 1
-            await tx.execute_many(
-                "INSERT INTO channel_messages (id, channel, payload, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                [(first + i, name, bytes(data), now) for i, name in enumerate(names)],
-            )
-            if now - self._last_trim >= self.trim_every:
-                self._last_trim = now
-                await tx.execute(
-                    "DELETE FROM channel_messages WHERE created_at < ?", (now - self.retention,)
-                )
+            await self._append(tx, data, names)
         wake.set()
+
+    async def publish_in(self, tx: Transaction, data: bytes, channels: Iterable[str]) -> None:
+        """Append ``data`` once per channel inside the caller's transaction ``tx`` (on this
+        backend's database): delivered if and only if ``tx`` commits, and no write of its own.
+        """
+        wake = self._require_wake()
+        names = list(dict.fromkeys(channels))
+        if names:
+            await self._append(tx, data, names)
+            tx.on_commit(wake.set)
+
+    async def _append(self, tx: Transaction, data: bytes, names: list[str]) -> None:
+        now = time.time()
+        last = int(
+            await tx.fetch_val(
+                "UPDATE channel_head SET last_id = last_id + ? WHERE id = 1 RETURNING last_id",
+                (len(names),),
+            )
+        )
+        first = last - len(names) + 1
+        await tx.execute_many(
+            "INSERT INTO channel_messages (id, channel, payload, created_at) VALUES (?, ?, ?, ?)",
+            [(first + i, name, bytes(data), now) for i, name in enumerate(names)],
+        )
+        if now - self._last_trim >= self.trim_every:
+            self._last_trim = now
+            await tx.execute(
+                "DELETE FROM channel_messages WHERE created_at < ?", (now - self.retention,)
+            )
 
     # -- subscribing -----------------------------------------------------------------------
 

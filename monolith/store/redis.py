@@ -16,6 +16,7 @@ This module is imported only when a ``redis://`` URL is configured.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable
 from typing import Any, ClassVar, Literal, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -36,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 from monolith.errors import CacheUnavailable, NotStarted
 from monolith.state import Scope
-from monolith.store.base import Store
+from monolith.store.base import GENERATION_TTL, Store
 
 T = TypeVar("T")
 
@@ -177,3 +178,20 @@ class RedisStore(Store):
             self._redis().set(key, value, nx=True, px=None if ttl is None else _ms(ttl))
         )
         return bool(done)
+
+    async def _generations(self, keys: tuple[str, ...]) -> bytes:
+        # One MGET; a generation never bumped (or expired) gets a random token first (SET NX).
+        redis = self._redis()
+        tokens = cast("list[bytes | None]", await self._call(redis.mget(keys)))
+        if any(token is None for token in tokens):
+            for key, token in zip(keys, tokens, strict=True):
+                if token is None:
+                    await self._add(key, os.urandom(8), GENERATION_TTL)
+            tokens = cast("list[bytes | None]", await self._call(redis.mget(keys)))
+        return b"".join(token or b"" for token in tokens)
+
+    async def _bump(self, keys: tuple[str, ...]) -> None:
+        pipe = self._redis().pipeline(transaction=False)
+        for key in keys:
+            pipe.set(key, os.urandom(8), px=_ms(GENERATION_TTL))
+        await self._call(pipe.execute())

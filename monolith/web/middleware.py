@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from monolith.logs import log_access, request_id_var
-from monolith.web.client_ip import client_ip
+from monolith.web.client_ip import scope_client_ip
 
 if TYPE_CHECKING:
     from monolith.observability.loopmon import LoopMonitor
@@ -121,6 +121,6 @@ class RequestContextMiddleware:
                 scope.get("path_template") or scope["path"],
                 status,
                 round(seconds * 1000, 3),
-                client_ip(scope, self.trusted_proxies),
+                scope_client_ip(scope, self.trusted_proxies),
             )
             request_id_var.reset(token)

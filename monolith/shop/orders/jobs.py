@@ -2,9 +2,10 @@
 
 Enqueued with each order, in the transaction that places it. It moves the order to
 ``confirmed`` (once, however often it runs), publishes ``order.confirmed`` on the ``orders``
-channel when this run made that change, and drops the cached reads of the order's products
-again, strictly: an invalidation the request could not do (the store down) is done once the
-store is back, since the job retries until it is. Safe to run twice (delivery is at least
+channel in that same transaction when this run made that change, and retires the cached reads
+of the order's products again, strictly: an invalidation the request could not do (the store
+down) is done once the store is back, since the job retries until it is. (A retirement is one
+generation bump, so doing it twice costs one write.) Safe to run twice (delivery is at least
 once).
 """
 
@@ -24,6 +25,6 @@ async def confirm(ctx: JobContext[Components]) -> None:
     svc = ctx.services
     async with svc.db.transaction() as tx:
         order = await confirm_order(tx, payload.order_id)
-    if order is not None:  # only the run that confirmed it announces it
-        await svc.events.publish("orders", order_event(order))
+        if order is not None:  # only the run that confirmed it announces it
+            await svc.events.publish("orders", order_event(order), tx=tx)
     await products_changed(svc, payload.product_ids, strict=True)
