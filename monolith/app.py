@@ -85,5 +85,6 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         trusted_proxies=settings.server.trusted_proxies,
         metrics=svc.metrics,
         monitor=svc.observability.monitor,
+        write_timeout=settings.database.write_timeout,
     )
     return app

@@ -74,6 +74,9 @@ class DatabaseSettings:
     busy_timeout_ms: int = 5000
     readers: int = 2
     pool_size: int = 10
+    #: ``MONOLITH_WRITE_TIMEOUT``: seconds a write request may wait for the database's write
+    #: lock, counted from its arrival; past it a 503 with Retry-After, and nothing committed.
+    write_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +206,19 @@ def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> in
     return value
 
 
+def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a number of seconds, got {raw!r}") from None
+    if not 0 < value < 3600:
+        raise ConfigError(f"{key}: expected seconds between 0 and 3600, got {raw!r}")
+    return value
+
+
 def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
     value = env.get(key, "").strip().lower() or default
     if value not in choices:
@@ -328,6 +344,7 @@ def load_settings(
         busy_timeout_ms=_int(env_map, "MONOLITH_DB_BUSY_TIMEOUT_MS", 5000, minimum=0),
         readers=_int(env_map, "MONOLITH_DB_READERS", 2, minimum=1),
         pool_size=_int(env_map, "MONOLITH_DB_POOL_SIZE", 10, minimum=1),
+        write_timeout=_seconds(env_map, "MONOLITH_WRITE_TIMEOUT", 5.0),
     )
     store = StoreSettings(
         url=store_url,

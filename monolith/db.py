@@ -22,6 +22,7 @@ from monolith.database.base import (
     Queries,
     Row,
     Transaction,
+    write_deadline,
 )
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "Transaction",
     "open_database",
     "sqlite_path",
+    "write_deadline",
 ]
