@@ -35,6 +35,10 @@ class Targets:
     vs_seed: float | None = None  # ... at least this multiple of the seed stack
     min_rate: float | None = None  # jobs/s (or req/s) at least this
     paced_p99_ms: float | None = None  # p99 at half of the maximum, at most this
+    p99_ms: float | None = None  # p99 at saturation, at most this
+    paced_p99_vs_seed: bool = False  # p99 at half load at most the seed stack's
+    p99_vs_seed: bool = False  # p99 at saturation at most the seed stack's
+    scale_ratio: float | None = None  # data scale: each read at most this times its small cost
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,11 @@ class Case:
 
     @property
     def is_jobs(self) -> bool:
-        return not self.mix
+        return not self.mix and self.key != "scale"
+
+    @property
+    def is_scale(self) -> bool:
+        return self.key == "scale"
 
 
 def build(write: Request = ORDER) -> list[Case]:
@@ -65,20 +73,26 @@ def build(write: Request = ORDER) -> list[Case]:
             "catalog",
             "cached catalog GET /api/products?limit=20",
             mix=((1, CATALOG),),
-            targets=Targets(vs_hello=0.6, vs_seed=2.5, paced_p99_ms=10),
+            targets=Targets(vs_hello=0.6, vs_seed=3, paced_p99_ms=5),
+        ),
+        Case(
+            "product_cached",
+            "cached product GET /api/products/{id}",
+            mix=((1, PRODUCT),),
+            targets=Targets(vs_hello=0.6, vs_seed=3, paced_p99_ms=5),
         ),
         Case(
             "product",
             "product by id, cache off (a database read each)",
             variant="cache_off",
             mix=((1, PRODUCT),),
-            targets=Targets(vs_hello=0.4, vs_seed=3),
+            targets=Targets(vs_hello=0.4, vs_seed=5),
         ),
         Case(
             "write",
             f"{what}, synchronous=NORMAL",
             mix=((1, write),),
-            targets=Targets(vs_seed=2),
+            targets=Targets(vs_seed=3, paced_p99_ms=25, paced_p99_vs_seed=True, p99_ms=150),
         ),
         Case(
             "write_full",
@@ -99,6 +113,14 @@ def build(write: Request = ORDER) -> list[Case]:
             "mix",
             "mix: 80% cached catalog, 15% own order read, 5% orders",
             mix=((80, CATALOG), (15, ORDER_READ), (5, ORDER)),
+            targets=Targets(paced_p99_ms=25, p99_ms=150, p99_vs_seed=True),
+        ),
+        Case(
+            "scale",
+            "data scale: product (cache off), deep catalog page, deep orders page at 100k "
+            "products / 1M orders vs a small database (CPU µs per request, in-process)",
+            systems=("monolith",),
+            targets=Targets(scale_ratio=1.3),
         ),
     ]
 

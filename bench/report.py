@@ -41,6 +41,9 @@ def _cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
     jobs_rss = [r["rss_jobs_mb"] for r in done if r.get("rss_jobs_mb") is not None]
     if jobs_rss:
         cell["rss_jobs_mb"] = max(jobs_rss)
+    if "scale" in done[0]:  # one in-process measurement (bench.scale), not medians
+        cell["scale"] = done[0]["scale"]
+        return cell
     if "jobs_per_s" in done[0]:
         cell["rate"] = _median(r["jobs_per_s"] for r in done)
         return cell
@@ -82,16 +85,21 @@ def summarize(cases: Sequence[Case], runs: Sequence[dict[str, Any]]) -> list[dic
             "vs_hello": _ratio(mono, cells.get("hello")),
             "vs_seed": _ratio(mono, seed),
         }
-        entry["targets"] = _targets(case, entry, mono)
+        entry["targets"] = _targets(case, entry, mono, seed)
         out.append(entry)
     return out
 
 
 def _targets(
-    case: Case, entry: dict[str, Any], mono: dict[str, Any] | None
+    case: Case, entry: dict[str, Any], mono: dict[str, Any] | None, seed: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
     t = case.targets
     checks: list[tuple[str, float | None, float | None, bool]] = []  # name, value, bound, upper?
+    mono_ = mono or {}
+    if t.scale_ratio is not None:
+        ratios = (mono_.get("scale") or {}).get("ratios") or {}
+        for read in ("product", "catalog_deep", "orders_deep"):
+            checks.append((f"{read} large / small", ratios.get(read), t.scale_ratio, True))
     if t.vs_hello is not None:
         checks.append(("monolith / hello", entry["vs_hello"], t.vs_hello, False))
     if t.vs_seed is not None:
@@ -102,11 +110,21 @@ def _targets(
         checks.append(
             ("p99 at half load, ms", (mono or {}).get("paced_p99_ms"), t.paced_p99_ms, True)
         )
-    if mono and "rss_mb" in mono:
+    if t.paced_p99_vs_seed:
+        bound = (seed or {}).get("paced_p99_ms")
+        checks.append(("p99 at half load vs seed's, ms", mono_.get("paced_p99_ms"), bound, True))
+    if t.p99_ms is not None:
+        checks.append(("p99 at saturation, ms", mono_.get("p99_ms"), t.p99_ms, True))
+    if t.p99_vs_seed:
+        bound = (seed or {}).get("p99_ms")
+        checks.append(("p99 at saturation vs seed's, ms", mono_.get("p99_ms"), bound, True))
+    if mono and mono.get("rss_mb") is not None:
         checks.append(("RSS per worker, MB", mono.get("rss_mb"), RSS_LIMIT_MB, True))
     result = []
     for name, value, bound, upper in checks:
-        ok = None if value is None else (value <= bound if upper else value >= bound)
+        ok = None
+        if value is not None and bound is not None:
+            ok = value <= bound if upper else value >= bound
         result.append({"target": name, "value": value, "bound": bound, "upper": upper, "ok": ok})
     return result
 
@@ -126,7 +144,9 @@ def _mark(targets: list[dict[str, Any]]) -> str:
     for t in targets:
         sign = "<=" if t["upper"] else ">="
         verdict = {True: "met", False: "MISSED", None: "n/a"}[t["ok"]]
-        parts.append(f"{t['target']} {sign} {t['bound']:g}: {verdict}")
+        bound = "n/a" if t["bound"] is None else f"{t['bound']:g}"
+        value = "" if t["value"] is None else f" ({t['value']:g})"
+        parts.append(f"{t['target']} {sign} {bound}: {verdict}{value}")
     return "; ".join(parts)
 
 
@@ -141,7 +161,11 @@ def markdown(summary: Sequence[dict[str, Any]]) -> str:
         cells = []
         for s in SYSTEMS:
             c = e["systems"].get(s)
-            cells.append("—" if c is None else ("n/a" if "na" in c else _num(c["rate"])))
+            cells.append(
+                "—"
+                if c is None
+                else ("n/a" if "na" in c else _num(c.get("rate")) if "rate" in c else "see below")
+            )
         lines.append(
             f"| {e['case']} ({e['unit']}) | "
             + " | ".join(cells)
@@ -155,6 +179,8 @@ def markdown(summary: Sequence[dict[str, Any]]) -> str:
     ]
     for e in summary:
         for s, c in e["systems"].items():
+            if "scale" in c:
+                continue
             if "na" in c:
                 lines.append(f"| {e['case']} | {LABELS[s]} | not available: {c['na']} |" + " |" * 8)
                 continue
@@ -167,7 +193,34 @@ def markdown(summary: Sequence[dict[str, Any]]) -> str:
                 f"| {_num(c.get('paced_p50_ms'), 2)} | {_num(c.get('paced_p99_ms'), 2)} "
                 f"| {c['errors']} | {rss} | {_num(c.get('cpu_us_per_req'))} |"
             )
+    lines += _scale_table(summary)
     return "\n".join(lines)
+
+
+def _scale_table(summary: Sequence[dict[str, Any]]) -> list[str]:
+    """The data-scale case: each read's CPU µs per request, small vs large, and the ratio."""
+    found = [
+        c["scale"]
+        for e in summary
+        for c in e["systems"].values()
+        if isinstance(c.get("scale"), dict)
+    ]
+    if not found:
+        return []
+    scale = found[0]
+    small, large = scale["small"], scale["large"]
+    lines = [
+        "",
+        f"| data scale (CPU µs/request, in-process) | {small['products']:,} products / "
+        f"{small['orders']:,} orders | {large['products']:,} / {large['orders']:,} "
+        f"(filled by SQL in {large['fill_seconds']:.1f} s) | large / small |",
+        "|---|---|---|---|",
+    ]
+    for read in ("product", "catalog_deep", "orders_deep"):
+        lines.append(
+            f"| {read} | {small[read]:.1f} | {large[read]:.1f} | {scale['ratios'][read]:.2f}x |"
+        )
+    return lines
 
 
 def write_json(path: Path, meta: dict[str, Any], runs: Sequence[Any], summary: Any) -> None:

@@ -17,6 +17,7 @@ import contextlib
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import report, wrk
+from bench import report, scale, wrk
 from bench.cases import ORDER, PRODUCT_CREATE, Case, build, fill
 from bench.monolith_system import Monolith
 from bench.peers.seed.system import Seed
@@ -94,6 +95,14 @@ def measure_jobs(system: System, server: Server, p: Profile) -> dict[str, Any]:
             "rss_jobs_mb": rss.peak_mb("jobs")}  # fmt: skip
 
 
+def measure_scale() -> dict[str, Any]:
+    """The data-scale case: in-process, on databases of its own (``bench.scale``)."""
+    try:
+        return {"scale": scale.measure(), "errors": 0}
+    except (RuntimeError, subprocess.SubprocessError) as exc:
+        raise NotAvailable(str(exc)) from exc
+
+
 def why_not(system: System, case: Case) -> str | None:
     if case.is_jobs and not system.has_jobs:
         return "no job queue"
@@ -132,7 +141,9 @@ def run_round(
                     say(f"round {rnd + 1}/{p.rounds}: {system.key} {case.key}")
                     entry: dict[str, Any] = {"round": rnd, "system": system.key, "case": case.key}
                     try:
-                        if case.is_jobs:
+                        if case.is_scale:
+                            entry |= measure_scale()
+                        elif case.is_jobs:
                             entry |= measure_jobs(system, server, p)
                         else:
                             entry |= measure_http(system, server, case, p, ctx, wrk_bin)

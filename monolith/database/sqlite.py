@@ -13,8 +13,9 @@ Why this shape:
   ``busy_timeout``) raises :class:`DatabaseBusy` (a 503) and changes nothing.
 - Reads run on the event loop's thread, on a connection of their own, when they are quick: a
   point read costs ~8 µs there against ~150 µs through a reader thread (the hop and
-  aiosqlite's queue). A read is stopped once it has run for ``sync_read_ms`` (1 ms, far within
-  ``MONOLITH_LOOP_BLOCK_MS``) and that statement runs on the reader threads from then on.
+  aiosqlite's queue). A read is stopped once it has run for about ``sync_read_ms`` (1 ms, far
+  within ``MONOLITH_LOOP_BLOCK_MS``; counted in SQLite's VM steps, so a busy machine's
+  preemption does not count) and that statement runs on the reader threads from then on.
 - Group commit: while one transaction runs on the writer, the next ones queue; each runs in
   its own ``SAVEPOINT`` inside one ``BEGIN IMMEDIATE`` and the last one of the queue commits
   them all. A caller's ``async with`` returns only after that ``COMMIT``, so nothing is
@@ -60,6 +61,10 @@ T = TypeVar("T")
 StatementObserver = Callable[[str, float, int], None]
 
 _BUSY_WORDS = ("database is locked", "database table is locked", "busy")
+#: A loop-thread read is stopped every _STEPS VM steps to check its budget; measured here,
+#: _STEPS steps of a scan take about _STEP_US microseconds (a point read takes fewer).
+_STEPS = 1000
+_STEP_US = 50
 #: How long one BEGIN IMMEDIATE waits for SQLite's lock before the deadline is checked again.
 _BEGIN_SLICE_MS = 100
 
@@ -166,8 +171,9 @@ class SQLiteDatabase(Database):
         self._flushing: asyncio.Future[None] | None = None
         self._box = BoxWriteLock(self.path)
         self._sync: sqlite3.Connection | None = None
-        self._sync_budget = sync_read_ms / 1000
-        self._sync_until = 0.0
+        # The budget in progress-handler calls (each _STEPS VM steps).
+        self._sync_budget = max(1, round(sync_read_ms * 1000 / _STEP_US))
+        self._sync_steps = 0
         self._slow: set[str] = set()  # statements that ran past the budget: reader threads
 
     def describe(self) -> str:
@@ -220,11 +226,14 @@ class SQLiteDatabase(Database):
         conn.execute("PRAGMA query_only = ON")
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("PRAGMA cache_size = -16000")
-        conn.set_progress_handler(self._over_budget, 1000)
+        conn.set_progress_handler(self._over_budget, _STEPS)
         return conn
 
     def _over_budget(self) -> bool:
-        return time.perf_counter() > self._sync_until
+        # Counted in SQLite's VM steps, not in time: a read preempted by a busy machine is not
+        # a slow statement, and must not be sent to the threads for good.
+        self._sync_steps -= 1
+        return self._sync_steps < 0
 
     async def stop(self) -> None:
         async with self._write_lock:
@@ -279,7 +288,7 @@ class SQLiteDatabase(Database):
         if conn is None or sql in self._slow:
             return None
         started = time.perf_counter()
-        self._sync_until = started + self._sync_budget
+        self._sync_steps = self._sync_budget
         try:
             rows: list[Row] = conn.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
