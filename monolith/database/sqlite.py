@@ -113,6 +113,12 @@ class _Batch:
 
 
 class _Tx(Transaction):
+    """A transaction's statements run on the loop's thread, on the writer connection: the batch
+    already holds the write lock (taken off the loop by ``BEGIN IMMEDIATE``), so a statement
+    never waits for a lock, and nothing reaches the disk's fsync before ``COMMIT`` (off the
+    loop too). A statement that once ran longer than the read budget goes to the writer's
+    thread from then on (see :meth:`SQLiteDatabase._write_now`)."""
+
     __slots__ = ("_after_commit", "_db")
 
     def __init__(self, db: SQLiteDatabase) -> None:
@@ -120,24 +126,35 @@ class _Tx(Transaction):
         self._after_commit = []
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
-        rows = await self._db._run(self._db._writer_conn(), sql, params)
+        rows = await self.fetch_all(sql, params)
         return rows[0] if rows else None
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
-        return await self._db._run(self._db._writer_conn(), sql, params)
+        db = self._db
+        if sql in db._slow_writes:
+            return await db._run(db._writer_conn(), sql, params)
+        rows: list[Row] = db._write_now(sql, lambda c: c.execute(sql, params).fetchall())
+        return rows
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        return await self._db._exec(sql, params)
+        db = self._db
+        if sql in db._slow_writes:
+            return await db._exec(sql, params)
+        count: int = db._write_now(sql, lambda c: c.execute(sql, params).rowcount)
+        return max(count, 0)
 
     async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
-        conn = self._db._writer_conn()
-        started = time.perf_counter()
+        db = self._db
         rows = list(rows)
-        try:
-            await conn.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-        self._db._observe(sql, time.perf_counter() - started, len(rows))
+        if sql in db._slow_writes:
+            started = time.perf_counter()
+            try:
+                await db._writer_conn().executemany(sql, rows)
+            except sqlite3.Error as exc:
+                raise translate(exc) from exc
+            db._observe(sql, time.perf_counter() - started, len(rows))
+            return
+        db._write_now(sql, lambda c: c.executemany(sql, rows).rowcount)
 
 
 class SQLiteDatabase(Database):
@@ -175,6 +192,8 @@ class SQLiteDatabase(Database):
         self._sync_budget = max(1, round(sync_read_ms * 1000 / _STEP_US))
         self._sync_steps = 0
         self._slow: set[str] = set()  # statements that ran past the budget: reader threads
+        self._slow_writes: set[str] = set()  # ... and writes that did: the writer's thread
+        self._slow_write_ms = sync_read_ms
 
     def describe(self) -> str:
         return f"sqlite:///{self.path} (WAL, synchronous={self.synchronous})"
@@ -182,8 +201,12 @@ class SQLiteDatabase(Database):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def _connect(self, *, writer: bool) -> aiosqlite.Connection:
+        # The writer's statements inside a batch run on the loop's thread (see _Tx).
         conn = await aiosqlite.connect(
-            self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000
+            self.path,
+            isolation_level=None,
+            timeout=self.busy_timeout_ms / 1000,
+            check_same_thread=not writer,
         )
         conn.row_factory = sqlite3.Row
         # The writer waits for a process outside the box lock (an sqlite3 shell) in slices, so
@@ -277,6 +300,22 @@ class SQLiteDatabase(Database):
             raise NotStarted("SQLiteDatabase used before start(); the app lifespan starts it")
         return self._readers[next(self._next_reader)]  # type: ignore[call-overload]
 
+    def _write_now(self, sql: str, run: Callable[[sqlite3.Connection], T]) -> T:
+        """Run one statement of the open batch on this thread (see :class:`_Tx`)."""
+        conn = self._writer_conn()._conn  # aiosqlite's sqlite3 connection, opened shareable
+        started = time.perf_counter()
+        try:
+            result = run(conn)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        seconds = time.perf_counter() - started
+        if seconds * 1000 > self._slow_write_ms:
+            if len(self._slow_writes) >= 1000:
+                self._slow_writes.clear()
+            self._slow_writes.add(sql)
+        self._observe(sql, seconds, result if isinstance(result, int) else len(result))  # type: ignore[arg-type]
+        return result
+
     def _writer_conn(self) -> aiosqlite.Connection:
         if self._writer is None:
             raise NotStarted("SQLiteDatabase used before start(); the app lifespan starts it")
@@ -330,6 +369,13 @@ class SQLiteDatabase(Database):
     async def _raw(self, sql: str) -> None:
         try:
             await self._writer_conn().execute(sql)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    def _raw_now(self, sql: str) -> None:
+        """A savepoint statement, on this thread: inside a batch it never waits."""
+        try:
+            self._writer_conn()._conn.execute(sql)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
@@ -408,14 +454,14 @@ class SQLiteDatabase(Database):
                 batch = self._batch
                 if batch is None:
                     batch = await _uncancellable(self._begin(deadline))
-                await self._raw("SAVEPOINT tx")
+                self._raw_now("SAVEPOINT tx")
                 tx = _Tx(self)
                 try:
                     yield tx
                 except BaseException:
                     if writer.in_transaction:
-                        await self._raw("ROLLBACK TO tx")
-                        await self._raw("RELEASE tx")
+                        self._raw_now("ROLLBACK TO tx")
+                        self._raw_now("RELEASE tx")
                     else:  # SQLite rolled back the whole batch (e.g. disk full)
                         self._batch = None
                         self._box.release()
@@ -423,7 +469,7 @@ class SQLiteDatabase(Database):
                             DatabaseUnavailable("the transaction was rolled back by the database")
                         )
                     raise
-                await self._raw("RELEASE tx")
+                self._raw_now("RELEASE tx")
                 batch.callbacks.extend(tx._after_commit)
                 batch.count += 1
             finally:
