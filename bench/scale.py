@@ -31,6 +31,8 @@ from typing import Any
 from bench.monolith_system import RATE_LIMITS
 
 SIZES = {"small": (100, 1_000), "large": (100_000, 1_000_000)}
+#: ``--smoke``: the same steps on a database small enough for a one-minute check.
+SMOKE_SIZES = {"small": (100, 1_000), "large": (1_000, 10_000)}
 USERS = 10  # orders are spread over this many users; the bench user is user 1
 REQUESTS = 3000
 TARGET_RATIO = 1.3  # each read at scale within this factor of its small-data cost
@@ -62,10 +64,10 @@ def fill(db: Path, products: int, orders: int) -> float:
     return time.perf_counter() - started
 
 
-async def measure_one(size: str) -> dict[str, Any]:
+async def measure_one(size: str, products: int, orders: int) -> dict[str, Any]:
+    # Imported here: the parent process (bench.run) never loads the app or its settings.
     from bench.profile_app import _call, _lifespan, _scope
 
-    products, orders = SIZES[size]
     data = Path(tempfile.mkdtemp(prefix=f"monolith-scale-{size}-"))
     os.environ.update(
         {
@@ -157,14 +159,15 @@ async def _sign_in(app: Any) -> bytes:
     return cookie
 
 
-def measure() -> dict[str, Any]:
+def measure(*, smoke: bool = False) -> dict[str, Any]:
     """Both sizes, each in its own process; the costs and their ratios."""
     sizes = {}
-    for size in SIZES:
+    for size, (products, orders) in (SMOKE_SIZES if smoke else SIZES).items():
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "result.json"
+            args = ["--one", size, "--products", str(products), "--orders", str(orders)]
             proc = subprocess.run(
-                [sys.executable, "-m", "bench.scale", "--one", size, "--out", str(out)],
+                [sys.executable, "-m", "bench.scale", *args, "--out", str(out)],
                 stdout=subprocess.DEVNULL,  # the app's access lines
                 stderr=subprocess.PIPE,
                 text=True,
@@ -184,16 +187,22 @@ READS = ("product", "catalog_deep", "orders_deep")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     parser.add_argument("--one", choices=sorted(SIZES), help="measure one size (internal)")
+    parser.add_argument("--products", type=int, help="with --one: how many products")
+    parser.add_argument("--orders", type=int, help="with --one: how many orders")
     parser.add_argument("--out", type=Path, help="with --one: write its JSON here")
+    parser.add_argument("--smoke", action="store_true", help="small sizes: checks it runs")
     args = parser.parse_args(argv)
     if args.one:
-        result = json.dumps(asyncio.run(measure_one(args.one)))
+        products, orders = SIZES[args.one]
+        result = json.dumps(
+            asyncio.run(measure_one(args.one, args.products or products, args.orders or orders))
+        )
         if args.out:
             args.out.write_text(result)
         else:
             print(result)
         return 0
-    print(json.dumps(measure()))
+    print(json.dumps(measure(smoke=args.smoke)))
     return 0
 
 
