@@ -38,7 +38,6 @@ class Targets:
     p99_ms: float | None = None  # p99 at saturation, at most this
     paced_p99_vs_seed: bool = False  # p99 at half load at most the seed stack's
     p99_vs_seed: bool = False  # p99 at saturation at most the seed stack's
-    scale_ratio: float | None = None  # data scale: each read at most this times its small cost
 
 
 @dataclass(frozen=True)
@@ -55,11 +54,7 @@ class Case:
 
     @property
     def is_jobs(self) -> bool:
-        return not self.mix and self.key != "scale"
-
-    @property
-    def is_scale(self) -> bool:
-        return self.key == "scale"
+        return not self.mix
 
 
 def build(write: Request = ORDER) -> list[Case]:
@@ -115,14 +110,17 @@ def build(write: Request = ORDER) -> list[Case]:
             mix=((80, CATALOG), (15, ORDER_READ), (5, ORDER)),
             targets=Targets(paced_p99_ms=25, p99_ms=150, p99_vs_seed=True),
         ),
-        Case(
-            "scale",
-            "data scale: product (cache off), deep catalog page, deep orders page at 100k "
-            "products / 1M orders vs a small database (CPU µs per request, in-process)",
-            systems=("monolith",),
-            targets=Targets(scale_ratio=1.3),
-        ),
     ]
+
+
+#: The data-scale case (``bench.scale``): run once, in-process, after the rounds; each read at
+#: 100k products / 1M orders costs at most this many times its small-data cost.
+SCALE = "scale"
+SCALE_TITLE = (
+    "data scale: product (cache off), deep catalog page, deep orders page at 100k products / "
+    "1M orders vs a small database (CPU µs per request, in-process)"
+)
+SCALE_RATIO = 1.3
 
 
 def fill(req: Request, params: dict[str, str]) -> Request:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.cases import Case
+from bench.cases import SCALE, SCALE_RATIO, SCALE_TITLE, Case
 
 SYSTEMS = ("ceiling", "hello", "monolith", "seed")
 LABELS = {
@@ -41,9 +41,6 @@ def _cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
     jobs_rss = [r["rss_jobs_mb"] for r in done if r.get("rss_jobs_mb") is not None]
     if jobs_rss:
         cell["rss_jobs_mb"] = max(jobs_rss)
-    if "scale" in done[0]:  # one in-process measurement (bench.scale), not medians
-        cell["scale"] = done[0]["scale"]
-        return cell
     if "jobs_per_s" in done[0]:
         cell["rate"] = _median(r["jobs_per_s"] for r in done)
         return cell
@@ -96,10 +93,6 @@ def _targets(
     t = case.targets
     checks: list[tuple[str, float | None, float | None, bool]] = []  # name, value, bound, upper?
     mono_ = mono or {}
-    if t.scale_ratio is not None:
-        ratios = (mono_.get("scale") or {}).get("ratios") or {}
-        for read in ("product", "catalog_deep", "orders_deep"):
-            checks.append((f"{read} large / small", ratios.get(read), t.scale_ratio, True))
     if t.vs_hello is not None:
         checks.append(("monolith / hello", entry["vs_hello"], t.vs_hello, False))
     if t.vs_seed is not None:
@@ -120,6 +113,10 @@ def _targets(
         checks.append(("p99 at saturation vs seed's, ms", mono_.get("p99_ms"), bound, True))
     if mono and mono.get("rss_mb") is not None:
         checks.append(("RSS per worker, MB", mono.get("rss_mb"), RSS_LIMIT_MB, True))
+    return _judge(checks)
+
+
+def _judge(checks: list[tuple[str, float | None, float | None, bool]]) -> list[dict[str, Any]]:
     result = []
     for name, value, bound, upper in checks:
         ok = None
@@ -127,6 +124,25 @@ def _targets(
             ok = value <= bound if upper else value >= bound
         result.append({"target": name, "value": value, "bound": bound, "upper": upper, "ok": ok})
     return result
+
+
+def scale_entry(measured: dict[str, Any]) -> dict[str, Any]:
+    """The data-scale case's summary entry (``bench.scale``'s result, or why it is missing)."""
+    cell = {"scale": measured["scale"]} if "scale" in measured else {"na": measured["na"]}
+    ratios = (measured.get("scale") or {}).get("ratios") or {}
+    checks: list[tuple[str, float | None, float | None, bool]] = [
+        (f"{read} large / small", ratios.get(read), SCALE_RATIO, True)
+        for read in ("product", "catalog_deep", "orders_deep")
+    ]
+    return {
+        "case": SCALE,
+        "title": SCALE_TITLE,
+        "unit": "CPU µs/req",
+        "systems": {"monolith": cell},
+        "vs_hello": None,
+        "vs_seed": None,
+        "targets": _judge(checks),
+    }
 
 
 def _num(value: float | None, digits: int = 0) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, scale, wrk
-from bench.cases import ORDER, PRODUCT_CREATE, Case, build, fill
+from bench.cases import ORDER, PRODUCT_CREATE, SCALE, Case, build, fill
 from bench.monolith_system import Monolith
 from bench.peers.seed.system import Seed
 from bench.procs import RssSampler, Server, ServerFailed, cpu_seconds
@@ -97,10 +97,11 @@ def measure_jobs(system: System, server: Server, p: Profile) -> dict[str, Any]:
 
 def measure_scale(p: Profile) -> dict[str, Any]:
     """The data-scale case: in-process, on databases of its own (``bench.scale``)."""
+    say("data scale: filling and measuring both sizes")
     try:
-        return {"scale": scale.measure(smoke=p is SMOKE or p.name == SMOKE.name), "errors": 0}
+        return {"scale": scale.measure(smoke=p.name == SMOKE.name)}
     except (RuntimeError, subprocess.SubprocessError) as exc:
-        raise NotAvailable(str(exc)) from exc
+        return {"na": f"failed: {str(exc).splitlines()[0]}", "failed": True}
 
 
 def why_not(system: System, case: Case) -> str | None:
@@ -119,8 +120,8 @@ def run_round(
     for system in order:
         todo: dict[str, list[Case]] = {}
         for case in cases:
-            if system.key not in case.systems or (case.is_scale and rnd > 0):
-                continue  # the data-scale case is one in-process measurement, in round 1
+            if system.key not in case.systems:
+                continue
             reason = why_not(system, case)
             if reason:
                 runs.append({"round": rnd, "system": system.key, "case": case.key, "na": reason})
@@ -141,9 +142,7 @@ def run_round(
                     say(f"round {rnd + 1}/{p.rounds}: {system.key} {case.key}")
                     entry: dict[str, Any] = {"round": rnd, "system": system.key, "case": case.key}
                     try:
-                        if case.is_scale:
-                            entry |= measure_scale(p)
-                        elif case.is_jobs:
+                        if case.is_jobs:
                             entry |= measure_jobs(system, server, p)
                         else:
                             entry |= measure_http(system, server, case, p, ctx, wrk_bin)
@@ -235,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(ctx.workdir, ignore_errors=True)
 
     summary = report.summarize(cases, runs)
+    scaled = None
+    if not args.cases or SCALE in args.cases.split(","):
+        scaled = measure_scale(p)
+        summary.append(report.scale_entry(scaled))
     meta = {
         "profile": asdict(p),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -257,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\nbench: {meta['seconds']:.0f} s; wrote {json_path} and {json_path.with_suffix('.png')}"
     )
     failed = [r for r in runs if r.get("failed") or r.get("errors")]
+    if scaled is not None and scaled.get("failed"):
+        failed.append({"system": "monolith", "case": SCALE, "round": 0, **scaled})
     for r in failed:
         what = r.get("na") or f"{r['errors']} failed requests"
         say(f"FAILED: {r['system']} {r['case']} round {r['round'] + 1}: {what}")
