@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import diskcache
 
-from monolith.errors import CacheUnavailable, NotStarted
+from monolith.errors import CacheUnavailable
 from monolith.state import Scope
 from monolith.store.base import Store
 from monolith.store.generations import GenerationTable
@@ -51,6 +51,7 @@ _DB_NAME = "cache.db"
 _CORRUPT = ("malformed", "not a database")
 _REOPEN = ("readonly", "no such table", "unable to open", "disk i/o")
 _LIVE_ROW = "SELECT rowid, expire_time, value FROM Cache WHERE key = ? AND raw = 1"
+_LIVE = "key = ? AND raw = 1 AND value = ? AND (expire_time IS NULL OR expire_time > ?)"
 
 
 class _Unreadable(OSError):
@@ -141,10 +142,9 @@ class _Directory:
         return st.st_dev, st.st_ino
 
     def current(self) -> diskcache.Cache:
-        """The open cache, reopened first if ``cache.db`` is no longer the file it has open."""
-        if self.cache is None:
-            raise NotStarted("the store was used before start(); the app lifespan starts it")
-        if self._stat() != self.ident:
+        """The open cache: opened on first use, reopened if ``cache.db`` is no longer the file
+        it has open."""
+        if self.cache is None or self._stat() != self.ident:
             self.open()
         assert self.cache is not None
         return self.cache
@@ -183,20 +183,15 @@ class DiskStore(Store):
         timeout: float = 1.0,
     ) -> None:
         super().__init__(namespace)
-        self._dir = _Directory(Path(path).absolute(), size_limit_mb * 1024 * 1024, timeout)
-        self._windows = WindowTable(Path(path).absolute() / "windows.bin")
-        self._generations_table = GenerationTable(Path(path).absolute() / "generations.bin")
+        #: The directory (``shutil.rmtree`` it and the next call starts an empty one).
+        self.path = Path(path).absolute()
+        self._dir = _Directory(self.path, size_limit_mb * 1024 * 1024, timeout)
+        self._windows = WindowTable(self.path / "windows.bin")
+        self._generations_table = GenerationTable(self.path / "generations.bin")
 
-    async def start(self) -> None:
+    def _open(self) -> None:
         if self._dir.cache is None:
-            self._run_open()
-
-    def _run_open(self) -> None:
-        try:
-            self._dir.open()
-        except sqlite3.DatabaseError as exc:
-            if not self._dir.recover(exc):
-                raise
+            self._run(lambda c: None)
 
     async def stop(self) -> None:
         self._dir.shutdown()
@@ -212,7 +207,7 @@ class DiskStore(Store):
     def describe(self) -> str:
         return f"disk://{self._dir.path} (this box; size limit {self._dir.size_limit >> 20} MB)"
 
-    async def cleanup(self) -> int:
+    async def delete_expired(self) -> int:
         # Writes cull only a few expired rows each; this sweeps them all (indexed on expiry).
         return int(await self._write(lambda c: c.expire()))
 
@@ -312,6 +307,38 @@ class DiskStore(Store):
 
     async def _add(self, key: str, value: bytes, ttl: float | None) -> bool:
         return bool(await self._write(lambda c: c.add(key, value, expire=ttl)))
+
+    async def _set_keep_ttl(self, key: str, value: bytes) -> None:
+        def set_keep_ttl(c: diskcache.Cache) -> None:
+            with c.transact():
+                row = c._sql(_LIVE_ROW, (key,)).fetchone()
+                now = time.time()
+                if row is None or (row[1] is not None and row[1] <= now):
+                    c.set(key, value)
+                else:
+                    c._sql(
+                        "UPDATE Cache SET value = ?, store_time = ? WHERE rowid = ?",
+                        (value, now, row[0]),
+                    )
+
+        await self._write(set_keep_ttl)
+
+    async def _delete_if(self, key: str, value: bytes) -> bool:
+        # One statement: SQLite runs it under its write lock, so the check and the delete are
+        # one step for every process on the box.
+        cursor = await self._write(
+            lambda c: c._sql(f"DELETE FROM Cache WHERE {_LIVE}", (key, value, time.time()))
+        )
+        return bool(cursor.rowcount)
+
+    async def _renew_if(self, key: str, value: bytes, ttl: float) -> bool:
+        def renew(c: diskcache.Cache) -> Any:
+            now = time.time()
+            return c._sql(
+                f"UPDATE Cache SET expire_time = ? WHERE {_LIVE}", (now + ttl, key, value, now)
+            )
+
+        return bool((await self._write(renew)).rowcount)
 
     # Generations in shared memory (see monolith.store.generations): no SQLite, no await.
 
