@@ -401,9 +401,7 @@ class Cache:
         except StateUnavailable:
             value = await compute()
             return value, encode(value)
-        return await self._store_computed(
-            decl, space, key, lock, token, encode, compute
-        )
+        return await self._store_computed(decl, space, key, lock, token, encode, compute)
 
     async def _store_computed(
         self,

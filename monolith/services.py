@@ -22,7 +22,8 @@ from monolith.events import EventHub
 from monolith.jobs import Jobs
 from monolith.media import MediaStorage, open_media
 from monolith.observability import Metrics, Observability
-from monolith.observability.sources import cache_families, job_families
+from monolith.observability.sources import cache_families, job_families, replication_families
+from monolith.replication.standby import StandbyMode
 from monolith.sessions import Sessions
 from monolith.state import HoldsState
 from monolith.store import Store, open_store
@@ -82,6 +83,10 @@ class Services(Components):
     state: dict[str, HoldsState] = field(default_factory=dict)
     #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
+    #: On a warm standby's data dir: the copy's age; the app serves reads only.
+    standby: StandbyMode | None = None
+    #: Apply pending migrations at start (never on a standby: its copy comes from the primary).
+    migrate: bool = True
     #: Components started after the database, in order; stopped in reverse.
     components: list[Component] = field(default_factory=list)
     _started: list[Component] = field(default_factory=list)
@@ -90,7 +95,8 @@ class Services(Components):
         """Start the database, apply pending migrations, then start every component."""
         await self.db.start()
         self._started.append(self.db)
-        await migrate(self.db)  # before any component (the job runner) touches the tables
+        if self.migrate:  # before any component (the job runner) touches the tables
+            await migrate(self.db)
         for component in self.components:
             await component.start()
             self._started.append(component)
@@ -142,6 +148,7 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
     )
     observability.sources.append(functools.partial(job_families, jobs))
     observability.sources.append(functools.partial(cache_families, store))
+    observability.sources.append(functools.partial(replication_families, settings))
     services = Services(**vars(components), jobs=jobs)
     # Observability first: it watches the statements and the loop of everything after it.
     # Then the store: jobs (started last) may use it from their first run.
@@ -160,6 +167,12 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
             "metrics": observability,
         }
     )
+    if settings.replication.standby:
+        services.standby = StandbyMode(
+            settings.data_dir, settings.replication.standby_max_lag_seconds
+        )
+        services.migrate = False
+        services.health_checks["standby"] = services.standby.check
     if isinstance(channels, HoldsState):  # every backend of ours is; a foreign one is "absent"
         services.state["pub/sub"] = channels
     return services

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "monolith.logs",
             "monolith.state",
             "monolith.patch",
+            "monolith.s3url",
         ),
     ),
     (
@@ -49,6 +50,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "monolith.jobqueue.*",
             "monolith.observability",
             "monolith.observability.*",
+            "monolith.replication",
+            "monolith.replication.*",
         ),
     ),
     (

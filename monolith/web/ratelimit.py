@@ -78,7 +78,7 @@ class RateLimitMiddleware:
             client = await self._client(scope)
             decisions = [await limiter.hit(client) for limiter in limiters]
         except StateUnavailable as exc:
-            await _respond(
+            await send_error(
                 send,
                 503,
                 f"service temporarily unavailable: {exc}",
@@ -100,7 +100,7 @@ class RateLimitMiddleware:
             detail = (
                 f"rate limit exceeded: {shown.limit} per {shown.period}s; retry in {shown.reset}s"
             )
-            await _respond(send, 429, detail, shown.headers())
+            await send_error(send, 429, detail, shown.headers())
             return
         extra = [
             (b"ratelimit-limit", b"%d" % shown.limit),
@@ -129,7 +129,8 @@ class RateLimitMiddleware:
         return "ip:" + scope_client_ip(scope, self.trusted)
 
 
-async def _respond(send: Send, status: int, detail: str, headers: list[tuple[str, str]]) -> None:
+async def send_error(send: Send, status: int, detail: str, headers: list[tuple[str, str]]) -> None:
+    """An error response from raw ASGI middleware, shaped as every other error."""
     body = json.dumps({"status_code": status, "detail": detail}).encode()
     await send(
         {
