@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.cases import Case
+from bench.cases import SCALE, SCALE_RATIO, SCALE_TITLE, Case
 
 SYSTEMS = ("ceiling", "hello", "monolith", "seed")
 LABELS = {
@@ -98,16 +98,17 @@ def summarize(cases: Sequence[Case], runs: Sequence[dict[str, Any]]) -> list[dic
                 "paced_p99_ms": (mono or {}).get("paced_p99_ms"),
                 "baseline_paced_p99_ms": base.get("paced_p99_ms"),
             }
-        entry["targets"] = _targets(case, entry, mono)
+        entry["targets"] = _targets(case, entry, mono, seed)
         out.append(entry)
     return out
 
 
 def _targets(
-    case: Case, entry: dict[str, Any], mono: dict[str, Any] | None
+    case: Case, entry: dict[str, Any], mono: dict[str, Any] | None, seed: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
     t = case.targets
     checks: list[tuple[str, float | None, float | None, bool]] = []  # name, value, bound, upper?
+    mono_ = mono or {}
     if t.vs_hello is not None:
         checks.append(("monolith / hello", entry["vs_hello"], t.vs_hello, False))
     if t.vs_seed is not None:
@@ -118,13 +119,46 @@ def _targets(
         checks.append(
             ("p99 at half load, ms", (mono or {}).get("paced_p99_ms"), t.paced_p99_ms, True)
         )
-    if mono and "rss_mb" in mono:
+    if t.paced_p99_vs_seed:
+        bound = (seed or {}).get("paced_p99_ms")
+        checks.append(("p99 at half load vs seed's, ms", mono_.get("paced_p99_ms"), bound, True))
+    if t.p99_ms is not None:
+        checks.append(("p99 at saturation, ms", mono_.get("p99_ms"), t.p99_ms, True))
+    if t.p99_vs_seed:
+        bound = (seed or {}).get("p99_ms")
+        checks.append(("p99 at saturation vs seed's, ms", mono_.get("p99_ms"), bound, True))
+    if mono and mono.get("rss_mb") is not None:
         checks.append(("RSS per worker, MB", mono.get("rss_mb"), RSS_LIMIT_MB, True))
+    return _judge(checks)
+
+
+def _judge(checks: list[tuple[str, float | None, float | None, bool]]) -> list[dict[str, Any]]:
     result = []
     for name, value, bound, upper in checks:
-        ok = None if value is None else (value <= bound if upper else value >= bound)
+        ok = None
+        if value is not None and bound is not None:
+            ok = value <= bound if upper else value >= bound
         result.append({"target": name, "value": value, "bound": bound, "upper": upper, "ok": ok})
     return result
+
+
+def scale_entry(measured: dict[str, Any]) -> dict[str, Any]:
+    """The data-scale case's summary entry (``bench.scale``'s result, or why it is missing)."""
+    cell = {"scale": measured["scale"]} if "scale" in measured else {"na": measured["na"]}
+    ratios = (measured.get("scale") or {}).get("ratios") or {}
+    checks: list[tuple[str, float | None, float | None, bool]] = [
+        (f"{read} large / small", ratios.get(read), SCALE_RATIO, True)
+        for read in ("product", "catalog_deep", "orders_deep")
+    ]
+    return {
+        "case": SCALE,
+        "title": SCALE_TITLE,
+        "unit": "CPU µs/req",
+        "systems": {"monolith": cell},
+        "vs_hello": None,
+        "vs_seed": None,
+        "targets": _judge(checks),
+    }
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -142,7 +176,9 @@ def _mark(targets: list[dict[str, Any]]) -> str:
     for t in targets:
         sign = "<=" if t["upper"] else ">="
         verdict = {True: "met", False: "MISSED", None: "n/a"}[t["ok"]]
-        parts.append(f"{t['target']} {sign} {t['bound']:g}: {verdict}")
+        bound = "n/a" if t["bound"] is None else f"{t['bound']:g}"
+        value = "" if t["value"] is None else f" ({t['value']:g})"
+        parts.append(f"{t['target']} {sign} {bound}: {verdict}{value}")
     return "; ".join(parts)
 
 
@@ -157,7 +193,11 @@ def markdown(summary: Sequence[dict[str, Any]]) -> str:
         cells = []
         for s in SYSTEMS:
             c = e["systems"].get(s)
-            cells.append("—" if c is None else ("n/a" if "na" in c else _num(c["rate"])))
+            cells.append(
+                "—"
+                if c is None
+                else ("n/a" if "na" in c else _num(c.get("rate")) if "rate" in c else "see below")
+            )
         lines.append(
             f"| {e['case']} ({e['unit']}) | "
             + " | ".join(cells)
@@ -185,6 +225,8 @@ def markdown(summary: Sequence[dict[str, Any]]) -> str:
     ]
     for e in summary:
         for s, c in e["systems"].items():
+            if "scale" in c:
+                continue
             if "na" in c:
                 lines.append(f"| {e['case']} | {LABELS[s]} | not available: {c['na']} |" + " |" * 8)
                 continue
@@ -197,7 +239,34 @@ def markdown(summary: Sequence[dict[str, Any]]) -> str:
                 f"| {_num(c.get('paced_p50_ms'), 2)} | {_num(c.get('paced_p99_ms'), 2)} "
                 f"| {c['errors']} | {rss} | {_num(c.get('cpu_us_per_req'))} |"
             )
+    lines += _scale_table(summary)
     return "\n".join(lines)
+
+
+def _scale_table(summary: Sequence[dict[str, Any]]) -> list[str]:
+    """The data-scale case: each read's CPU µs per request, small vs large, and the ratio."""
+    found = [
+        c["scale"]
+        for e in summary
+        for c in e["systems"].values()
+        if isinstance(c.get("scale"), dict)
+    ]
+    if not found:
+        return []
+    scale = found[0]
+    small, large = scale["small"], scale["large"]
+    lines = [
+        "",
+        f"| data scale (CPU µs/request, in-process) | {small['products']:,} products / "
+        f"{small['orders']:,} orders | {large['products']:,} / {large['orders']:,} "
+        f"(filled by SQL in {large['fill_seconds']:.1f} s) | large / small |",
+        "|---|---|---|---|",
+    ]
+    for read in ("product", "catalog_deep", "orders_deep"):
+        lines.append(
+            f"| {read} | {small[read]:.1f} | {large[read]:.1f} | {scale['ratios'][read]:.2f}x |"
+        )
+    return lines
 
 
 def write_json(path: Path, meta: dict[str, Any], runs: Sequence[Any], summary: Any) -> None:

@@ -17,6 +17,7 @@ import contextlib
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,8 +27,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import report, wrk
-from bench.cases import ORDER, PRODUCT_CREATE, Case, build, fill
+from bench import report, scale, wrk
+from bench.cases import ORDER, PRODUCT_CREATE, SCALE, Case, build, fill
 from bench.monolith_system import Monolith
 from bench.peers.seed.system import Seed
 from bench.procs import RssSampler, Server, ServerFailed, cpu_seconds
@@ -92,6 +93,15 @@ def measure_jobs(system: System, server: Server, p: Profile) -> dict[str, Any]:
     server.check_alive()
     return {"jobs_per_s": round(rate, 1), "errors": 0, "rss_mb": rss.peak_mb("web"),
             "rss_jobs_mb": rss.peak_mb("jobs")}  # fmt: skip
+
+
+def measure_scale(p: Profile) -> dict[str, Any]:
+    """The data-scale case: in-process, on databases of its own (``bench.scale``)."""
+    say("data scale: filling and measuring both sizes")
+    try:
+        return {"scale": scale.measure(smoke=p.name == SMOKE.name)}
+    except (RuntimeError, subprocess.SubprocessError) as exc:
+        return {"na": f"failed: {str(exc).splitlines()[0]}", "failed": True}
 
 
 def why_not(system: System, case: Case) -> str | None:
@@ -224,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(ctx.workdir, ignore_errors=True)
 
     summary = report.summarize(cases, runs)
+    scaled = None
+    if not args.cases or SCALE in args.cases.split(","):
+        scaled = measure_scale(p)
+        summary.append(report.scale_entry(scaled))
     meta = {
         "profile": asdict(p),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -246,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\nbench: {meta['seconds']:.0f} s; wrote {json_path} and {json_path.with_suffix('.png')}"
     )
     failed = [r for r in runs if r.get("failed") or r.get("errors")]
+    if scaled is not None and scaled.get("failed"):
+        failed.append({"system": "monolith", "case": SCALE, "round": 0, **scaled})
     for r in failed:
         what = r.get("na") or f"{r['errors']} failed requests"
         say(f"FAILED: {r['system']} {r['case']} round {r['round'] + 1}: {what}")

@@ -18,8 +18,9 @@ from monolith.server import install_drain_handler
 from monolith.services import Services, build_services
 from monolith.web import admin_jobs, admin_page, events, health, media, metrics
 from monolith.web.errors import HANDLERS
+from monolith.web.fastpath import FastPath
 from monolith.web.middleware import RequestContextMiddleware
-from monolith.web.ratelimit import rate_limit_middleware
+from monolith.web.ratelimit import RateLimitMiddleware
 from monolith.web.standby import standby_middleware
 
 #: Largest JSON body accepted (uploads set their own, larger limit on their route).
@@ -66,11 +67,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     app = Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
-        # Inside the request context (below): a refused request is still counted and logged.
-        middleware=[
-            *([standby_middleware()] if svc.standby is not None else []),
-            rate_limit_middleware(svc),
-        ],
+        # Standby mode refuses writes for matched routes; the rate limit and the fast path for
+        # cached reads are raw ASGI layers around Litestar (below).
+        middleware=[*([standby_middleware()] if svc.standby is not None else [])],
         # Litestar features that take a store name get a namespace of the shared store, so
         # they work across workers (Litestar's default would be a per-process memory store).
         stores=StoreRegistry(default_factory=lambda name: svc.store.with_namespace(name)),
@@ -82,14 +81,18 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         else OpenAPIConfig(title="monolith", version=__version__, path="/schema"),
         debug=False,
     )
-    # Outermost, around Litestar's router and exception handler (as Litestar's own
+    # Raw ASGI layers around Litestar's router and exception handler (as Litestar's own
     # OpenTelemetry middleware is): Litestar's `middleware=` runs only for matched routes, so
-    # a 404 or 405 would get no request id, no access line and no count.
+    # a 404 or 405 would get no request id, no access line and no count. Outermost the request
+    # context (every request has its id, access line and count), then the rate limiter (every
+    # request counted, 429s before any other work), then the fast path for cache hits on
+    # public GETs (monolith.web.fastpath), then Litestar.
     app.asgi_handler = RequestContextMiddleware(
-        app.asgi_handler,
+        RateLimitMiddleware(FastPath(app.asgi_handler, svc.cache), svc),
         expose_worker=not settings.production,
         trusted_proxies=settings.server.trusted_proxies,
         metrics=svc.metrics,
         monitor=svc.observability.monitor,
+        write_timeout=settings.database.write_timeout,
     )
     return app

@@ -14,9 +14,13 @@ Declare a cached read where it is defined, with its TTL and how it goes stale::
   function's return annotation; ``-> bytes`` (or ``bytes | None``) is stored as is, so a
   cached response body is sent without decoding and re-encoding.
 - ``strategy`` is written down at the declaration: ``"ttl-only"`` entries may be up to ``ttl``
-  stale; ``"invalidate-on-write"`` entries are deleted by :meth:`Cache.invalidate` /
-  :meth:`Cache.invalidate_all` after the write commits. There is no per-process copy, so an
-  invalidation is seen by every worker at once.
+  stale; ``"invalidate-on-write"`` entries are kept under *generation tokens*
+  (:meth:`Store.generations`: one for the prefix, one for the entry), taken before the value is
+  read, and :meth:`Cache.invalidate` / :meth:`Cache.invalidate_all` bump the entry's or the
+  prefix's token after the write commits: one write, however many entries it retires (they
+  expire by their TTL). Every worker reads the tokens on every lookup, so an invalidation is
+  seen by every worker at once; the same tokens let a process keep a copy of a response
+  (``web/fastpath.py``), since :func:`recording` says which tokens a request's reads used.
 - Stampede protection: on a miss, one caller per key in the whole deployment recomputes (it
   takes a fill lock with ``add``, extends it while it computes, and releases it with
   ``delete_if``, so only the holder ever frees it); the others in this process share its
@@ -27,10 +31,8 @@ Declare a cached read where it is defined, with its TTL and how it goes stale::
   one caller that takes the fill lock recomputes; everyone else keeps getting the cached
   value, so a hot key never goes cold. Such entries carry 16 bytes of header (expiry time,
   computation time) before the value.
-- A recompute that raced a write must not put the old value back: invalidation bumps a
-  per-prefix generation before deleting, and a recompute that sees the generation move while
-  it ran deletes what it stored. (The old value is visible only between that recompute's
-  ``set`` and its check: two store round trips, and only when a recompute overlaps a write.)
+- A recompute that raced a write never puts the old value back: it stores under the tokens it
+  read before computing, which the write's bump has retired.
 - The store being down makes the function run uncached (a cache never turns a working
   database into errors); invalidation failures are raised, since the caller's write succeeded
   and its readers would otherwise see old data.
@@ -42,7 +44,7 @@ is declarations only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import contextvars
 import functools
 import hashlib
 import inspect
@@ -51,7 +53,7 @@ import random
 import struct
 import time
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
 
@@ -66,9 +68,24 @@ P = ParamSpec("P")
 R = TypeVar("R")
 OwnerT = TypeVar("OwnerT", bound="HasCache")
 
-_GEN_TTL = 86_400
 _MAX_KEY = 200
 _EARLY = struct.Struct("<dd")  # wall-clock expiry, seconds the computation took
+
+#: One ``invalidate-on-write`` lookup: (prefix, full generation keys, the tokens it used).
+Read = tuple[str, tuple[str, ...], bytes]
+_reads: contextvars.ContextVar[list[Read] | None] = contextvars.ContextVar(
+    "cache_reads", default=None
+)
+
+
+def recording(reads: list[Read] | None) -> contextvars.Token[list[Read] | None]:
+    """Append every ``invalidate-on-write`` lookup of this context to ``reads`` (None: stop);
+    reset with ``_reads.reset(token)`` through :func:`stop_recording`."""
+    return _reads.set(reads)
+
+
+def stop_recording(token: contextvars.Token[list[Read] | None]) -> None:
+    _reads.reset(token)
 
 
 class HasCache(Protocol):
@@ -228,6 +245,7 @@ class Cache:
         self._spaces: dict[str, Store] = {}
         self._flights: dict[str, asyncio.Future[bytes]] = {}
         self._stats: dict[str, CacheStats] = {}
+        self._names: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def stats(self) -> dict[str, CacheStats]:
         """Hits and misses per prefix in this process (for metrics)."""
@@ -257,9 +275,27 @@ class Cache:
         encode, decode = decl.codec()
         key = decl.key(args, kwargs)
         space = self._space(decl.prefix)
+        reads = _reads.get()
         try:
+            if decl.strategy != "invalidate-on-write":
+                if reads is not None:
+                    reads.append((decl.prefix, (), b""))  # not under tokens: no copy of it
+            else:
+                names = self._names.get((decl.prefix, key))
+                if names is None:
+                    if len(self._names) >= _NAMES_MEMO:
+                        self._names.clear()
+                    names = self._names[(decl.prefix, key)] = self.store.generation_keys(
+                        (decl.prefix, f"{decl.prefix}/{key}")
+                    )
+                token = await self.store.tokens(names)
+                if reads is not None:
+                    reads.append((decl.prefix, names, token))
+                key = token.hex() + "/" + key
             raw = await space.get(key)
         except StateUnavailable:
+            if reads is not None:
+                reads.append((decl.prefix, (), b""))
             self._count(decl.prefix, hit=False)
             return await decl.fn(owner, *args, **kwargs)
         if raw is not None:
@@ -325,13 +361,6 @@ class Cache:
         except StateUnavailable:
             self._count(decl.prefix, hit=True)
             return value
-        try:
-            generation = await self._generation(decl)
-        except StateUnavailable:
-            with contextlib.suppress(StateUnavailable):
-                await space.delete_if(lock, token)
-            self._count(decl.prefix, hit=True)
-            return value
         self._count(decl.prefix, hit=False)
         encode = decl.codec()[0]
         fresh, _ = await self._store_computed(
@@ -340,7 +369,6 @@ class Cache:
             key,
             lock,
             token,
-            generation,
             encode,
             lambda: decl.fn(owner, *args, **kwargs),
         )
@@ -370,13 +398,10 @@ class Cache:
             if unwrapped is not None:
                 await space.delete_if(lock, token)
                 return _FROM_OTHER, unwrapped[0]
-            generation = await self._generation(decl)
         except StateUnavailable:
             value = await compute()
             return value, encode(value)
-        return await self._store_computed(
-            decl, space, key, lock, token, generation, encode, compute
-        )
+        return await self._store_computed(decl, space, key, lock, token, encode, compute)
 
     async def _store_computed(
         self,
@@ -385,7 +410,6 @@ class Cache:
         key: str,
         lock: str,
         token: bytes,
-        generation: bytes | None,
         encode: Callable[[Any], bytes],
         compute: Callable[[], Awaitable[Any]],
     ) -> tuple[Any, bytes]:
@@ -398,8 +422,6 @@ class Cache:
             raw = encode(value)
             try:
                 await space.set(key, decl.wrap(raw, loop.time() - started), expires_in=decl.ttl)
-                if await self._generation(decl) != generation:
-                    await space.delete(key)
             except StateUnavailable:
                 pass
             return value, raw
@@ -427,27 +449,51 @@ class Cache:
                 return None
         return None
 
-    async def _generation(self, decl: Declaration) -> bytes | None:
-        if decl.strategy != "invalidate-on-write":
-            return None
-        return await self.store.get(f"gen:{decl.prefix}")
-
     async def invalidate(self, prefix: str, *args: Any, **kwargs: Any) -> None:
-        """Forget the entry of ``prefix`` for these arguments, everywhere; call after the commit."""
+        """Forget the entry of ``prefix`` for these arguments, everywhere; call after the commit.
+
+        ``invalidate-on-write``: one bump of the entry's generation. ``ttl-only``: a delete.
+        """
         decl = declaration(prefix)
         key = decl.key(args, kwargs)
-        await self._bump(decl)
+        if decl.strategy == "invalidate-on-write":
+            await self.store.bump(f"{prefix}/{key}")
+            return
         space = self._space(prefix)
         await space.delete(key)
 
     async def invalidate_all(self, prefix: str) -> None:
-        """Forget every entry of ``prefix`` (e.g. every catalog page after a product write)."""
+        """Forget every entry of ``prefix`` (e.g. every catalog page after a product write):
+        one bump of the prefix's generation (``ttl-only``: a delete of the namespace)."""
         decl = declaration(prefix)
-        await self._bump(decl)
+        if decl.strategy == "invalidate-on-write":
+            await self.store.bump(prefix)
+            return
         await self._space(prefix).delete_all()
 
-    async def _bump(self, decl: Declaration) -> None:
-        await self.store.incr(f"gen:{decl.prefix}", 1, expires_in=_GEN_TTL)
+    async def invalidate_many(
+        self, entries: Iterable[tuple[str, tuple[Any, ...]]] = (), prefixes: Iterable[str] = ()
+    ) -> None:
+        """:meth:`invalidate` each ``(prefix, args)`` of ``entries`` and :meth:`invalidate_all`
+        each of ``prefixes``, with the generation bumps in one store call (one round trip)."""
+        names: list[str] = []
+        for prefix, args in entries:
+            if declaration(prefix).strategy == "invalidate-on-write":
+                names.append(f"{prefix}/{declaration(prefix).key(args, {})}")
+            else:
+                await self.invalidate(prefix, *args)
+        for prefix in prefixes:
+            if declaration(prefix).strategy == "invalidate-on-write":
+                names.append(prefix)
+            else:
+                await self.invalidate_all(prefix)
+        if names:
+            await self.store.bump(*names)
+
+    def count_hit(self, prefix: str) -> None:
+        """A hit served from a copy of a response (``web/fastpath.py``) counts as a cache hit."""
+        self._count(prefix, hit=True)
 
 
 _FROM_OTHER: Any = object()
+_NAMES_MEMO = 10_000

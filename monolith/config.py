@@ -90,6 +90,9 @@ class DatabaseSettings:
     busy_timeout_ms: int = 5000
     readers: int = 2
     pool_size: int = 10
+    #: ``MONOLITH_WRITE_TIMEOUT``: seconds a write request may wait for the database's write
+    #: lock, counted from its arrival; past it a 503 with Retry-After, and nothing committed.
+    write_timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,6 +479,7 @@ def load_settings(
         busy_timeout_ms=_int(env_map, "MONOLITH_DB_BUSY_TIMEOUT_MS", 5000, minimum=0),
         readers=_int(env_map, "MONOLITH_DB_READERS", 2, minimum=1),
         pool_size=_int(env_map, "MONOLITH_DB_POOL_SIZE", 10, minimum=1),
+        write_timeout=_seconds(env_map, "MONOLITH_WRITE_TIMEOUT", 5.0, 0.1),
     )
     store = StoreSettings(
         url=store_url,

@@ -27,6 +27,7 @@ from monolith.database.base import (
     Transaction,
     row_as,
     rows_as,
+    write_deadline,
 )
 
 __all__ = [
@@ -40,4 +41,5 @@ __all__ = [
     "row_as",
     "rows_as",
     "sqlite_path",
+    "write_deadline",
 ]

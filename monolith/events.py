@@ -1,6 +1,7 @@
 """Live events: one process's fan-out between the pub/sub backend and its connected clients.
 
-Each worker process has one :class:`EventHub`. Writes publish through it (after their commit)
+Each worker process has one :class:`EventHub`. Writes publish through it (after their commit,
+or in their transaction with ``tx=``)
 to the channels backend, which carries the event to every worker; each hub reads the
 backend's one stream and hands every event to the SSE and WebSocket clients connected to it.
 So a client receives events whichever worker it is connected to and whichever worker served

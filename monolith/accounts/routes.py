@@ -19,6 +19,7 @@ from monolith.accounts.model import Login, Profile, ProfilePatch, Signup, User
 from monolith.services import Services
 from monolith.sessions import COOKIE
 from monolith.web.body import UnprocessableEntity, decode
+from monolith.web.fastpath import MEMO
 from monolith.web.guards import WRONG_CREDENTIALS, current_session, require_user, start_session
 
 Req = Request[Any, Any, Any]
@@ -50,7 +51,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
     async def me(request: Req) -> User:
         return await require_user(svc, request)
 
-    @get("/api/users/{user_id:int}/profile", summary="A public profile (cached)")
+    @get("/api/users/{user_id:int}/profile", summary="A public profile (cached)", opt=MEMO)
     async def profile(user_id: UserId) -> Profile:
         found = await load_profile(svc, user_id)
         if found is None:

@@ -11,7 +11,8 @@ Why ids come from ``channel_head`` and not from an autoincrement: a poller that 
 a sequence hands out 6 and 7 to two transactions that may commit in either order. Taking the
 next id by updating the one row of ``channel_head`` holds that row's lock until commit, so
 publishers commit in id order (SQLite writers are serialized anyway). Publishing is rare next
-to reading, so serializing it costs nothing we would notice.
+to reading, so serializing it costs nothing we would notice. (An event published in a write's
+own transaction, :meth:`publish_in`, holds that lock until the write commits.)
 
 Delivery: a subscriber receives the messages of its channels that commit after it subscribed,
 in commit order. Messages published by this process wake the reader at once. Messages of other

@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, Iterable, Iterator
 from contextlib import aclosing, contextmanager
+from typing import Any
 
 import structlog
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
@@ -117,16 +118,20 @@ class RedisChannelsBackend(RedisChannelsPubSubBackend):
     async def replay(self, channels: Iterable[str], after: str) -> Replay:
         wanted = {name.encode() for name in channels}
         since = _order(after)
+        # Stream entries as redis-py returns them: (id, {field: value}), bytes throughout.
+        entries: list[Any] = []
         with _unavailable():
-            entries = []
             if since is not None:
-                entries = await self._redis.xrange(
-                    self.stream, f"({after}", "+", count=self.replay_limit
+                entries = list(
+                    await self._redis.xrange(self.stream, f"({after}", "+", count=self.replay_limit)
+                    or []
                 )
-            first = await self._redis.xrange(self.stream, "-", "+", count=1)
-            last = await self._redis.xrevrange(self.stream, "+", "-", count=1)
-        head = last[0][0].decode() if last else ""
-        oldest = _order(first[0][0].decode()) if first else None
+            first: list[Any] = list(await self._redis.xrange(self.stream, "-", "+", count=1) or [])
+            last: list[Any] = list(
+                await self._redis.xrevrange(self.stream, "+", "-", count=1) or []
+            )
+        head = _text(last[0][0]) if last else ""
+        oldest = _order(_text(first[0][0])) if first else None
         newest = _order(head) if head else None
         complete = (
             since is not None
@@ -136,7 +141,7 @@ class RedisChannelsBackend(RedisChannelsPubSubBackend):
             and len(entries) < self.replay_limit
         )
         messages = [
-            Message(entry_id.decode(), fields[b"c"].decode(), fields[b"d"])
+            Message(_text(entry_id), _text(fields[b"c"]), fields[b"d"])
             for entry_id, fields in entries
             if fields[b"c"] in wanted
         ]

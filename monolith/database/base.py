@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -25,6 +26,11 @@ import msgspec
 from monolith.errors import BackupError
 
 Params = Sequence[Any]
+
+#: When set (a time on the running loop's clock), every write transaction of this context must
+#: have the database's write lock by then, or it raises :class:`~monolith.errors.DatabaseBusy`
+#: having changed nothing (``MONOLITH_WRITE_TIMEOUT``: one deadline for a write request).
+write_deadline: ContextVar[float | None] = ContextVar("write_deadline", default=None)
 #: ``progress(done, total)`` during a backup, in pages (or bytes) copied so far.
 BackupProgress = Callable[[int, int], None]
 

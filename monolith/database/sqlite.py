@@ -6,7 +6,16 @@ Why this shape:
 - Every write transaction starts with ``BEGIN IMMEDIATE``: a deferred one that upgrades from
   read to write fails with "database is locked" instead of waiting on ``busy_timeout``.
 - One writer connection per process serializes this process's writes without SQLite's lock
-  dance; other processes wait on ``busy_timeout``. Past it, :class:`DatabaseBusy` (a 503).
+  dance; the processes of the box queue for the file's write lock in the kernel, first come
+  first served (:mod:`monolith.database.writelock`), instead of sleeping in SQLite's busy
+  handler. A write that cannot have the lock by its deadline (the request's
+  ``MONOLITH_WRITE_TIMEOUT`` through :data:`~monolith.database.base.write_deadline`, else
+  ``busy_timeout``) raises :class:`DatabaseBusy` (a 503) and changes nothing.
+- Reads run on the event loop's thread, on a connection of their own, when they are quick: a
+  point read costs ~8 µs there against ~150 µs through a reader thread (the hop and
+  aiosqlite's queue). A read is stopped once it has run for about ``sync_read_ms`` (1 ms, far
+  within ``MONOLITH_LOOP_BLOCK_MS``; counted in SQLite's VM steps, so a busy machine's
+  preemption does not count) and that statement runs on the reader threads from then on.
 - Group commit: while one transaction runs on the writer, the next ones queue; each runs in
   its own ``SAVEPOINT`` inside one ``BEGIN IMMEDIATE`` and the last one of the queue commits
   them all. A caller's ``async with`` returns only after that ``COMMIT``, so nothing is
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -28,9 +38,17 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from monolith.database.base import BackupProgress, Database, Params, Row, Transaction
+from monolith.database.base import (
+    BackupProgress,
+    Database,
+    Params,
+    Row,
+    Transaction,
+    write_deadline,
+)
 from monolith.database.fence import current as current_fence
 from monolith.database.fence import fence_message
+from monolith.database.writelock import BoxWriteLock
 from monolith.errors import (
     DatabaseBusy,
     DatabaseUnavailable,
@@ -46,6 +64,12 @@ T = TypeVar("T")
 StatementObserver = Callable[[str, float, int], None]
 
 _BUSY_WORDS = ("database is locked", "database table is locked", "busy")
+#: A loop-thread read is stopped every _STEPS VM steps to check its budget; measured here,
+#: _STEPS steps of a scan take about _STEP_US microseconds (a point read takes fewer).
+_STEPS = 1000
+_STEP_US = 50
+#: How long one BEGIN IMMEDIATE waits for SQLite's lock before the deadline is checked again.
+_BEGIN_SLICE_MS = 100
 
 
 def translate(exc: sqlite3.Error) -> Exception:
@@ -93,6 +117,12 @@ class _Batch:
 
 
 class _Tx(Transaction):
+    """A transaction's statements run on the loop's thread, on the writer connection: the batch
+    already holds the write lock (taken off the loop by ``BEGIN IMMEDIATE``), so a statement
+    never waits for a lock, and nothing reaches the disk's fsync before ``COMMIT`` (off the
+    loop too). A statement that once ran longer than the read budget goes to the writer's
+    thread from then on (see :meth:`SQLiteDatabase._write_now`)."""
+
     __slots__ = ("_after_commit", "_db")
 
     def __init__(self, db: SQLiteDatabase) -> None:
@@ -100,24 +130,35 @@ class _Tx(Transaction):
         self._after_commit = []
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
-        rows = await self._db._run(self._db._writer_conn(), sql, params)
+        rows = await self.fetch_all(sql, params)
         return rows[0] if rows else None
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
-        return await self._db._run(self._db._writer_conn(), sql, params)
+        db = self._db
+        if sql in db._slow_writes:
+            return await db._run(db._writer_conn(), sql, params)
+        rows: list[Row] = db._write_now(sql, lambda c: c.execute(sql, params).fetchall())
+        return rows
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        return await self._db._exec(sql, params)
+        db = self._db
+        if sql in db._slow_writes:
+            return await db._exec(sql, params)
+        count: int = db._write_now(sql, lambda c: c.execute(sql, params).rowcount)
+        return max(count, 0)
 
     async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
-        conn = self._db._writer_conn()
-        started = time.perf_counter()
+        db = self._db
         rows = list(rows)
-        try:
-            await conn.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-        self._db._observe(sql, time.perf_counter() - started, len(rows))
+        if sql in db._slow_writes:
+            started = time.perf_counter()
+            try:
+                await db._writer_conn().executemany(sql, rows)
+            except sqlite3.Error as exc:
+                raise translate(exc) from exc
+            db._observe(sql, time.perf_counter() - started, len(rows))
+            return
+        db._write_now(sql, lambda c: c.executemany(sql, rows).rowcount)
 
 
 class SQLiteDatabase(Database):
@@ -133,6 +174,7 @@ class SQLiteDatabase(Database):
         readers: int = 2,
         pool_size: int = 0,  # accepted for a uniform factory; SQLite uses `readers`
         max_batch: int = 64,
+        sync_read_ms: float = 1.0,
     ) -> None:
         del pool_size
         self.path = Path(path)
@@ -147,6 +189,15 @@ class SQLiteDatabase(Database):
         self._write_lock = asyncio.Lock()
         self._waiting = 0
         self._batch: _Batch | None = None
+        self._flushing: asyncio.Future[None] | None = None
+        self._box = BoxWriteLock(self.path)
+        self._sync: sqlite3.Connection | None = None
+        # The budget in progress-handler calls (each _STEPS VM steps).
+        self._sync_budget = max(1, round(sync_read_ms * 1000 / _STEP_US))
+        self._sync_steps = 0
+        self._slow: set[str] = set()  # statements that ran past the budget: reader threads
+        self._slow_writes: set[str] = set()  # ... and writes that did: the writer's thread
+        self._slow_write_ms = sync_read_ms
 
     def describe(self) -> str:
         return f"sqlite:///{self.path} (WAL, synchronous={self.synchronous})"
@@ -154,11 +205,18 @@ class SQLiteDatabase(Database):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def _connect(self, *, writer: bool) -> aiosqlite.Connection:
+        # The writer's statements inside a batch run on the loop's thread (see _Tx).
         conn = await aiosqlite.connect(
-            self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000
+            self.path,
+            isolation_level=None,
+            timeout=self.busy_timeout_ms / 1000,
+            check_same_thread=not writer,
         )
         conn.row_factory = sqlite3.Row
-        await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        # The writer waits for a process outside the box lock (an sqlite3 shell) in slices, so
+        # that BEGIN can give up at its deadline (see _begin).
+        busy = min(self.busy_timeout_ms, _BEGIN_SLICE_MS) if writer else self.busy_timeout_ms
+        await conn.execute(f"PRAGMA busy_timeout = {int(busy)}")
         await conn.execute("PRAGMA foreign_keys = ON")
         await conn.execute("PRAGMA temp_store = MEMORY")
         await conn.execute("PRAGMA cache_size = -16000")
@@ -176,12 +234,33 @@ class SQLiteDatabase(Database):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self._box.open()
             self._writer = await self._connect(writer=True)
             self._readers = [await self._connect(writer=False) for _ in range(self.readers_count)]
+            self._sync = self._connect_sync()
         except sqlite3.Error as exc:
             await self.stop()
             raise translate(exc) from exc
         self._next_reader = itertools.cycle(range(len(self._readers)))
+
+    def _connect_sync(self) -> sqlite3.Connection:
+        """The loop thread's read connection: no busy wait, stopped past the read budget."""
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA cache_size = -16000")
+        conn.set_progress_handler(self._over_budget, _STEPS)
+        return conn
+
+    def _over_budget(self) -> bool:
+        # Counted in SQLite's VM steps, not in time: a read preempted by a busy machine is not
+        # a slow statement, and must not be sent to the threads for good.
+        self._sync_steps -= 1
+        return self._sync_steps < 0
 
     async def stop(self) -> None:
         async with self._write_lock:
@@ -189,6 +268,10 @@ class SQLiteDatabase(Database):
             self._writer, self._readers = None, []
             for conn in conns:
                 await conn.close()
+            if self._sync is not None:
+                self._sync.close()
+                self._sync = None
+            self._box.close()
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -221,17 +304,62 @@ class SQLiteDatabase(Database):
             raise NotStarted("SQLiteDatabase used before start(); the app lifespan starts it")
         return self._readers[next(self._next_reader)]  # type: ignore[call-overload]
 
+    def _write_now(self, sql: str, run: Callable[[sqlite3.Connection], T]) -> T:
+        """Run one statement of the open batch on this thread (see :class:`_Tx`)."""
+        conn = self._writer_conn()._conn  # aiosqlite's sqlite3 connection, opened shareable
+        started = time.perf_counter()
+        try:
+            result = run(conn)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        seconds = time.perf_counter() - started
+        if seconds * 1000 > self._slow_write_ms:
+            if len(self._slow_writes) >= 1000:
+                self._slow_writes.clear()
+            self._slow_writes.add(sql)
+        self._observe(sql, seconds, result if isinstance(result, int) else len(result))  # type: ignore[arg-type]
+        return result
+
     def _writer_conn(self) -> aiosqlite.Connection:
         if self._writer is None:
             raise NotStarted("SQLiteDatabase used before start(); the app lifespan starts it")
         return self._writer
 
+    def _read_now(self, sql: str, params: Params) -> list[Row] | None:
+        """The rows, read on this thread within the budget; None: use a reader thread."""
+        conn = self._sync
+        if conn is None or sql in self._slow:
+            return None
+        started = time.perf_counter()
+        self._sync_steps = self._sync_budget
+        try:
+            rows: list[Row] = conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if "interrupted" in text:  # past the budget: this statement is not a quick one
+                if len(self._slow) >= 1000:
+                    self._slow.clear()
+                self._slow.add(sql)
+                return None
+            if any(word in text for word in _BUSY_WORDS):
+                return None  # a reader thread waits under busy_timeout instead
+            raise translate(exc) from exc
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        self._observe(sql, time.perf_counter() - started, len(rows))
+        return rows
+
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
-        rows = await self._run(self._reader(), sql, params)
+        rows = self._read_now(sql, params)
+        if rows is None:
+            rows = await self._run(self._reader(), sql, params)
         return rows[0] if rows else None
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
-        return await self._run(self._reader(), sql, params)
+        rows = self._read_now(sql, params)
+        if rows is None:
+            rows = await self._run(self._reader(), sql, params)
+        return rows
 
     async def ping(self) -> None:
         await self.fetch_one("SELECT 1")
@@ -251,8 +379,30 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
-    async def _begin(self) -> _Batch:
-        await self._raw("BEGIN IMMEDIATE")
+    def _raw_now(self, sql: str) -> None:
+        """A savepoint statement, on this thread: inside a batch it never waits."""
+        try:
+            self._writer_conn()._conn.execute(sql)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    async def _begin(self, deadline: float) -> _Batch:
+        """Take the box's write lock, then SQLite's (``BEGIN IMMEDIATE``), both by ``deadline``."""
+        await self._box.acquire(deadline)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    await self._writer_conn().execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.Error as exc:
+                    error = translate(exc)
+                    # Busy: a process outside the box lock holds SQLite's; try again in slices.
+                    if not isinstance(error, DatabaseBusy) or loop.time() >= deadline:
+                        raise error from exc
+        except BaseException:
+            self._box.release()
+            raise
         self._batch = _Batch()
         return self._batch
 
@@ -267,42 +417,66 @@ class SQLiteDatabase(Database):
                 await self._raw("ROLLBACK")
             except Exception:  # noqa: S110 - already failing; the commit error is what counts
                 pass
+            self._box.release()
             batch.future.set_exception(error)
             return
+        self._box.release()
         for callback in batch.callbacks:
             callback()
         batch.future.set_result(None)
 
+    def _deadline(self) -> float:
+        now = asyncio.get_running_loop().time()
+        given = write_deadline.get()
+        return min(now + self.busy_timeout_ms / 1000, given if given is not None else math.inf)
+
+    async def _flush(self) -> None:
+        """Commit a batch its last transaction left open: the writers queued behind it gave up
+        (deadline or cancellation) before their turn, so none of them commits it."""
+        async with self._write_lock:
+            current = self._batch
+            if current is not None and self._waiting == 0:
+                await _uncancellable(self._commit(current))
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         writer = self._writer_conn()
+        deadline = self._deadline()
         self._waiting += 1
         try:
-            await self._write_lock.acquire()
-        except BaseException:
+            async with asyncio.timeout_at(deadline):
+                await self._write_lock.acquire()
+        except BaseException as exc:
             self._waiting -= 1
+            if self._waiting == 0 and self._batch is not None and not self._write_lock.locked():
+                self._flushing = asyncio.ensure_future(self._flush())
+            if isinstance(exc, TimeoutError):
+                raise DatabaseBusy(
+                    "this process's earlier writes held the database past this write's deadline"
+                ) from None
             raise
         batch: _Batch | None = None
         try:
             try:
                 batch = self._batch
                 if batch is None:
-                    batch = await _uncancellable(self._begin())
-                await self._raw("SAVEPOINT tx")
+                    batch = await _uncancellable(self._begin(deadline))
+                self._raw_now("SAVEPOINT tx")
                 tx = _Tx(self)
                 try:
                     yield tx
                 except BaseException:
                     if writer.in_transaction:
-                        await self._raw("ROLLBACK TO tx")
-                        await self._raw("RELEASE tx")
+                        self._raw_now("ROLLBACK TO tx")
+                        self._raw_now("RELEASE tx")
                     else:  # SQLite rolled back the whole batch (e.g. disk full)
                         self._batch = None
+                        self._box.release()
                         batch.future.set_exception(
                             DatabaseUnavailable("the transaction was rolled back by the database")
                         )
                     raise
-                await self._raw("RELEASE tx")
+                self._raw_now("RELEASE tx")
                 batch.callbacks.extend(tx._after_commit)
                 batch.count += 1
             finally:

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import abc
 import math
+import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
@@ -111,6 +113,8 @@ def check_segment(segment: str) -> None:
 
 
 _WINDOW_MEMO = 10_000
+#: A generation key outlives every entry kept under it; when it expires, a new token is made.
+GENERATION_TTL = 7 * 86_400
 
 
 class Store(NamespacedStore):
@@ -307,6 +311,52 @@ class Store(NamespacedStore):
             ends.clear()
         ends[key] = end
         return count, end - now
+
+    # -- generations ----------------------------------------------------------------------
+
+    def generation_keys(self, names: Iterable[str]) -> tuple[str, ...]:
+        """The full keys of generation ``names`` in this namespace (for :meth:`tokens_now`)."""
+        return tuple(self._prefix + "gen/" + name for name in names)
+
+    async def generations(self, names: Iterable[str]) -> bytes:
+        """The current tokens of ``names``, concatenated: compare with an earlier read to
+        know whether any was bumped since (see :mod:`monolith.store.generations`).
+
+        Take the tokens *before* reading what they guard; keep what was read under them.
+        A name never bumped has a token too (random, made on first read).
+        """
+        return await self.tokens(self.generation_keys(names))
+
+    async def tokens(self, keys: tuple[str, ...]) -> bytes:
+        """:meth:`generations` by full keys (from :meth:`generation_keys`)."""
+        now = self.tokens_now(keys)
+        return now if now is not None else await self._generations(keys)
+
+    async def bump(self, *names: str) -> None:
+        """Give each of ``names`` a fresh token: whatever was kept under the old one, in any
+        process, is never served again. Call after the write that changed it commits."""
+        await self._bump(self.generation_keys(names))
+
+    def tokens_now(self, keys: tuple[str, ...]) -> bytes | None:
+        """The tokens of full generation ``keys`` without awaiting, when the backend is on
+        this box (shared memory); None when reading them takes a round trip."""
+        return None
+
+    async def _generations(self, keys: tuple[str, ...]) -> bytes:
+        # Generic: one key per generation, created with a random token when absent (a token
+        # is never reused, even after the store lost its keys).
+        tokens = []
+        for key in keys:
+            token = await self._get(key, None)
+            if token is None:
+                await self._add(key, os.urandom(8), GENERATION_TTL)
+                token = await self._get(key, None) or b""
+            tokens.append(token)
+        return b"".join(tokens)
+
+    async def _bump(self, keys: tuple[str, ...]) -> None:
+        for key in keys:
+            await self._set(key, os.urandom(8), GENERATION_TTL)
 
     # -- what a backend implements, on full keys ---------------------------------------------
 

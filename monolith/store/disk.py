@@ -14,9 +14,12 @@ What this module must never do:
   misses: every call checks that ``cache.db`` is still the file this process opened (one
   ``stat``), reopens when it is not, and moves a corrupt directory aside and starts empty.
 
-Calls run on the event loop thread without a thread hop: a read is tens of microseconds, and a
-thread hop would cost more than it saves. A write waits at most ``timeout`` seconds for
-another process's write lock, then raises :class:`~monolith.errors.CacheUnavailable`.
+Reads run on the event loop thread without a thread hop: a read is tens of microseconds, and
+a thread hop would cost more than it saves. Writes run on one thread of their own per process:
+a write may wait for another process's write lock, and SQLite's busy handler *sleeps* while it
+waits, which on the loop's thread would stall every request of the worker. A write waits at
+most ``timeout`` seconds, then raises :class:`~monolith.errors.CacheUnavailable`. Generations
+(:meth:`Store.bump`, what invalidation does) live in shared memory, not in SQLite.
 Eviction is diskcache's "least recently stored" (a read never writes), culled on writes once
 the directory passes ``size_limit``. Hit/miss counts are kept in the process: diskcache's own
 statistics would make every read a write transaction.
@@ -24,11 +27,13 @@ statistics would make every read a write transaction.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -37,6 +42,7 @@ import diskcache
 from monolith.errors import CacheUnavailable
 from monolith.state import Scope
 from monolith.store.base import Store
+from monolith.store.generations import GenerationTable
 from monolith.store.windows import WindowTable
 
 T = TypeVar("T")
@@ -92,6 +98,19 @@ class _Directory:
         self.cache: diskcache.Cache | None = None
         self.ident: tuple[int, int] | None = None
         self.db_file = str(path / _DB_NAME)  # a str: os.stat on a Path costs twice as much
+        self._writer: ThreadPoolExecutor | None = None
+
+    def writer(self) -> ThreadPoolExecutor:
+        """The thread this process's writes run on (one: they serialize here, not in SQLite)."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="disk-store-writes")
+        return self._writer
+
+    def shutdown(self) -> None:
+        self.close()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
 
     def open(self) -> None:
         self.close()
@@ -168,18 +187,20 @@ class DiskStore(Store):
         self.path = Path(path).absolute()
         self._dir = _Directory(self.path, size_limit_mb * 1024 * 1024, timeout)
         self._windows = WindowTable(self.path / "windows.bin")
+        self._generations_table = GenerationTable(self.path / "generations.bin")
 
     def _open(self) -> None:
         if self._dir.cache is None:
             self._run(lambda c: None)
 
     async def stop(self) -> None:
-        self._dir.close()
+        self._dir.shutdown()
         self._windows.close()
+        self._generations_table.close()
 
     async def ping(self) -> None:
         key = self._prefix + "health"
-        self._run(lambda c: c.set(key, b"1", expire=10))
+        await self._write(lambda c: c.set(key, b"1", expire=10))
         if self._run(lambda c: c.get(key)) is None:
             raise CacheUnavailable(f"the disk cache at {self._dir.path} lost a write")
 
@@ -188,7 +209,7 @@ class DiskStore(Store):
 
     async def delete_expired(self) -> int:
         # Writes cull only a few expired rows each; this sweeps them all (indexed on expiry).
-        return int(self._run(lambda c: c.expire()))
+        return int(await self._write(lambda c: c.expire()))
 
     def _size_bytes(self) -> int | None:
         return int(self._run(lambda c: c.volume()))
@@ -226,13 +247,18 @@ class DiskStore(Store):
                 c.touch(key, renew)
             return value  # type: ignore[no-any-return]
 
-        return self._run(get_and_renew)
+        return await self._write(get_and_renew)
+
+    async def _write(self, op: Callable[[diskcache.Cache], T]) -> T:
+        """Run a write on this process's store-writer thread (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._dir.writer(), self._run, op)
 
     async def _set(self, key: str, value: bytes, ttl: float | None) -> None:
-        self._run(lambda c: c.set(key, value, expire=ttl))
+        await self._write(lambda c: c.set(key, value, expire=ttl))
 
     async def _delete(self, key: str) -> None:
-        self._run(lambda c: c.delete(key))
+        await self._write(lambda c: c.delete(key))
 
     async def _delete_prefixes(self, *prefixes: str) -> None:
         def delete(c: diskcache.Cache) -> None:
@@ -242,7 +268,7 @@ class DiskStore(Store):
                     upper = p[:-1] + chr(ord(p[-1]) + 1)
                     c._sql("DELETE FROM Cache WHERE key >= ? AND key < ?", (p, upper))
 
-        self._run(delete)
+        await self._write(delete)
 
     async def _expiry(self, key: str) -> float | Literal[False] | None:
         value, expire_time = self._run(lambda c: c.get(key, expire_time=True))
@@ -267,7 +293,7 @@ class DiskStore(Store):
                 c._sql("UPDATE Cache SET value = ? WHERE rowid = ?", (b"%d" % value, row[0]))
                 return value
 
-        return self._run(incr)
+        return await self._write(incr)
 
     async def _hit_window(self, key: str, period: int) -> tuple[int, float]:
         # Shared memory instead of a SQLite write per request (see monolith.store.windows).
@@ -280,7 +306,7 @@ class DiskStore(Store):
         return counted
 
     async def _add(self, key: str, value: bytes, ttl: float | None) -> bool:
-        return bool(self._run(lambda c: c.add(key, value, expire=ttl)))
+        return bool(await self._write(lambda c: c.add(key, value, expire=ttl)))
 
     async def _set_keep_ttl(self, key: str, value: bytes) -> None:
         def set_keep_ttl(c: diskcache.Cache) -> None:
@@ -295,12 +321,12 @@ class DiskStore(Store):
                         (value, now, row[0]),
                     )
 
-        self._run(set_keep_ttl)
+        await self._write(set_keep_ttl)
 
     async def _delete_if(self, key: str, value: bytes) -> bool:
         # One statement: SQLite runs it under its write lock, so the check and the delete are
         # one step for every process on the box.
-        cursor = self._run(
+        cursor = await self._write(
             lambda c: c._sql(f"DELETE FROM Cache WHERE {_LIVE}", (key, value, time.time()))
         )
         return bool(cursor.rowcount)
@@ -312,4 +338,23 @@ class DiskStore(Store):
                 f"UPDATE Cache SET expire_time = ? WHERE {_LIVE}", (now + ttl, key, value, now)
             )
 
-        return bool(self._run(renew).rowcount)
+        return bool((await self._write(renew)).rowcount)
+
+    # Generations in shared memory (see monolith.store.generations): no SQLite, no await.
+
+    def tokens_now(self, keys: tuple[str, ...]) -> bytes | None:
+        try:
+            return self._generations_table.read(keys)
+        except OSError as exc:
+            raise CacheUnavailable(f"the generation table cannot be used: {exc}") from exc
+
+    async def _generations(self, keys: tuple[str, ...]) -> bytes:
+        tokens = self.tokens_now(keys)
+        assert tokens is not None
+        return tokens
+
+    async def _bump(self, keys: tuple[str, ...]) -> None:
+        try:
+            self._generations_table.bump(keys)
+        except OSError as exc:
+            raise CacheUnavailable(f"the generation table cannot be used: {exc}") from exc

@@ -21,6 +21,7 @@ This module is imported only when a ``redis://`` URL is configured.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Awaitable
 from typing import Any, ClassVar, Literal, Self, TypeVar, cast
@@ -45,7 +46,7 @@ from litestar.types import Empty, EmptyType
 
 from monolith.errors import CacheUnavailable
 from monolith.state import Scope
-from monolith.store.base import Store
+from monolith.store.base import GENERATION_TTL, Store
 
 T = TypeVar("T")
 
@@ -259,3 +260,20 @@ class RedisStore(Store, LitestarRedisStore):
     async def _renew_if(self, key: str, value: bytes, ttl: float) -> bool:
         script = self._script("renew_if")
         return bool(await self._call(script(keys=[key], args=[value, _ms(ttl)])))
+
+    async def _generations(self, keys: tuple[str, ...]) -> bytes:
+        # One MGET; a generation never bumped (or expired) gets a random token first (SET NX).
+        redis = self._redis
+        tokens = cast("list[bytes | None]", await self._call(redis.mget(keys)))
+        if any(token is None for token in tokens):
+            for key, token in zip(keys, tokens, strict=True):
+                if token is None:
+                    await self._add(key, os.urandom(8), GENERATION_TTL)
+            tokens = cast("list[bytes | None]", await self._call(redis.mget(keys)))
+        return b"".join(token or b"" for token in tokens)
+
+    async def _bump(self, keys: tuple[str, ...]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(key, os.urandom(8), px=_ms(GENERATION_TTL))
+        await self._call(pipe.execute())

@@ -21,7 +21,7 @@ from typing import Any
 
 from monolith.config import IPNetwork, check_trusted, trusted_networks
 
-__all__ = ["UNKNOWN", "check_trusted", "client_ip"]
+__all__ = ["UNKNOWN", "check_trusted", "client_ip", "scope_client_ip"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -53,12 +53,11 @@ def _is_trusted(address: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
     return any(address in network for network in networks)
 
 
-def _forwarded_for(scope: Mapping[str, Any]) -> list[str]:
+def _forwarded_for(lines: tuple[bytes, ...]) -> list[str]:
     """Every ``X-Forwarded-For`` entry, left to right, over all the header's lines."""
     entries: list[str] = []
-    for name, value in scope.get("headers", ()):
-        if name.lower() == b"x-forwarded-for":
-            entries.extend(part.strip() for part in value.decode("latin-1").split(","))
+    for value in lines:
+        entries.extend(part.strip() for part in value.decode("latin-1").split(","))
     return [entry for entry in entries if entry]
 
 
@@ -69,10 +68,20 @@ def client_ip(scope: Mapping[str, Any], trusted: Iterable[str]) -> str:
     ``X-Forwarded-For`` that is not a trusted proxy (the left-most one if they all are).
     An entry that is not an address stops the walk and is returned as written: a trusted proxy
     put it there, so it is the best name for the client there is.
+
+    Answers are memoized by peer, ``X-Forwarded-For`` lines and proxies.
     """
-    networks, trust_unix = trusted_networks(tuple(trusted))
     client = scope.get("client")
-    peer_text = str(client[0]) if client else ""
+    forwarded = tuple(
+        value for name, value in scope.get("headers", ()) if name.lower() == b"x-forwarded-for"
+    )
+    return _client_ip(str(client[0]) if client else "", forwarded, tuple(trusted))
+
+
+@lru_cache(maxsize=4096)
+def _client_ip(peer_text: str, forwarded: tuple[bytes, ...], trusted: tuple[str, ...]) -> str:
+    """:func:`client_ip`'s answer for one peer, ``X-Forwarded-For`` and proxies (memoized)."""
+    networks, trust_unix = trusted_networks(trusted)
     peer = _parse(peer_text) if peer_text else None
     # No peer address at all means a Unix socket.
     trusted_peer = _is_trusted(peer, networks) if peer is not None else trust_unix and not peer_text
@@ -80,7 +89,7 @@ def client_ip(scope: Mapping[str, Any], trusted: Iterable[str]) -> str:
         return str(peer) if peer is not None else (peer_text or UNKNOWN)
 
     best = str(peer) if peer is not None else UNKNOWN
-    for entry in reversed(_forwarded_for(scope)):
+    for entry in reversed(_forwarded_for(forwarded)):
         address = _parse(entry)
         if address is None:
             return entry[:64]
@@ -88,3 +97,21 @@ def client_ip(scope: Mapping[str, Any], trusted: Iterable[str]) -> str:
         if not _is_trusted(address, networks):
             return best
     return best
+
+
+#: Where :func:`scope_client_ip` keeps its answer in the scope's ``state``.
+CLIENT_STATE = "monolith.client_ip"
+
+
+def scope_client_ip(scope: Any, trusted: Iterable[str]) -> str:
+    """:func:`client_ip`, computed once per request: the rate limiter asks first, the access
+    line reuses the answer kept in ``scope["state"]``."""
+    state = scope.get("state")
+    if state is not None:
+        found = state.get(CLIENT_STATE)
+        if found is not None:
+            return str(found)
+    else:
+        state = scope["state"] = {}
+    found = state[CLIENT_STATE] = client_ip(scope, trusted)
+    return found

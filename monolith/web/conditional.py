@@ -14,7 +14,8 @@ def etag_of(body: bytes) -> str:
     return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
 
 
-def _matches(header: str, etag: str) -> bool:
+def matches_etag(header: str, etag: str) -> bool:
+    """Whether an ``If-None-Match`` value names ``etag`` (or is ``*``)."""
     if header.strip() == "*":
         return True
     tags = (t.strip().removeprefix("W/") for t in header.split(","))
@@ -28,6 +29,6 @@ def cacheable_json(
     etag = etag_of(body)
     headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}"}
     inm = request.headers.get("if-none-match")
-    if inm is not None and _matches(inm, etag):
+    if inm is not None and matches_etag(inm, etag):
         return Response(b"", status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)

@@ -1,6 +1,6 @@
 """Raw ASGI middleware for every request: request id, one access line, worker id header,
-the HTTP metrics (count and latency by route template), and the event-loop monitor's note of
-which request is running.
+the HTTP metrics (count and latency by route template), the event-loop monitor's note of
+which request is running, and a write request's deadline (``MONOLITH_WRITE_TIMEOUT``).
 
 The access line names the client by :func:`monolith.web.client_ip.client_ip`: behind Caddy,
 the address Caddy saw, never an address the client wrote into ``X-Forwarded-For`` itself.
@@ -12,6 +12,7 @@ of a second middleware layer (``bench/metrics_overhead.py`` measures what they a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sys
@@ -20,14 +21,16 @@ from typing import TYPE_CHECKING
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from monolith.db import write_deadline
 from monolith.logs import log_access, request_id_var
-from monolith.web.client_ip import client_ip
+from monolith.web.client_ip import scope_client_ip
 
 if TYPE_CHECKING:
     from monolith.observability.loopmon import LoopMonitor
     from monolith.observability.metrics import Metrics
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_WRITES = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 
 
 def _is_stream(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -48,8 +51,10 @@ class RequestContextMiddleware:
         trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1"),
         metrics: Metrics | None = None,
         monitor: LoopMonitor | None = None,
+        write_timeout: float | None = None,
     ) -> None:
         self.app = app
+        self.write_timeout = write_timeout
         self.trusted_proxies = trusted_proxies
         self.metrics = metrics
         self.monitor = monitor
@@ -69,6 +74,10 @@ class RequestContextMiddleware:
                 break
         rid = rid_bytes.decode() if _VALID_ID.match(rid_bytes) else os.urandom(16).hex()
         token = request_id_var.set(rid)
+        deadline = None
+        if self.write_timeout and scope.get("method") in _WRITES:
+            # One deadline for the whole write request (MONOLITH_WRITE_TIMEOUT), from now.
+            deadline = write_deadline.set(asyncio.get_running_loop().time() + self.write_timeout)
         rid_header = (b"x-request-id", rid.encode())
         status = 0
         counted = self.metrics is None or kind != "http"
@@ -121,6 +130,8 @@ class RequestContextMiddleware:
                 scope.get("path_template") or scope["path"],
                 status,
                 round(seconds * 1000, 3),
-                client_ip(scope, self.trusted_proxies),
+                scope_client_ip(scope, self.trusted_proxies),
             )
             request_id_var.reset(token)
+            if deadline is not None:
+                write_deadline.reset(deadline)

@@ -3,10 +3,15 @@
 After a product is created, changed, deleted, given an image, or has its stock taken by an
 order, three things follow, in this order:
 
-1. its cached reads are dropped (its own ``product`` key and every ``catalog`` page, since
-   any write can move any page), so no worker serves the old one again;
+1. its cached reads are retired (its own ``product`` entry and every ``catalog`` page, since
+   any write can move any page): one bump of their generations, in one store call, after
+   which no worker and no instance serves the old bytes (nor its own copy of the response);
 2. files it no longer names (a replaced or deleted image) are removed;
 3. its event is published on the ``products`` channel.
+
+An order's events are the exception to "after": :func:`stock_taken` writes them in the
+order's own transaction (``EventHub.publish(..., tx=)``), so they cost no write of their own
+and are sent exactly when the order commits; :func:`stock_changed` then retires the cache.
 
 The change is committed before any of this runs, so a failure here (the store or the media
 storage down) must never turn the request's answer into an error: it is logged, the
@@ -19,11 +24,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from monolith.db import Transaction
 from monolith.errors import MonolithError
 from monolith.logs import get_logger
 from monolith.services import Components
 from monolith.shop.catalog.cache import CATALOG, PRODUCT
-from monolith.shop.catalog.model import Product, get_products
+from monolith.shop.catalog.model import Product
 
 log = get_logger("monolith.catalog")
 
@@ -40,10 +46,9 @@ def product_deleted_event(product_id: int) -> dict[str, Any]:
 
 
 async def forget(svc: Components, product_ids: Iterable[int]) -> None:
-    """Drop the cached reads of ``product_ids`` and every catalog page (raises on failure)."""
-    for product_id in sorted(set(product_ids)):
-        await svc.cache.invalidate(PRODUCT, product_id)
-    await svc.cache.invalidate_all(CATALOG)
+    """Retire the cached reads of ``product_ids`` and every catalog page (raises on failure)."""
+    entries = [(PRODUCT, (product_id,)) for product_id in sorted(set(product_ids))]
+    await svc.cache.invalidate_many(entries, [CATALOG])
 
 
 async def products_changed(
@@ -81,17 +86,17 @@ async def products_changed(
         raise failure
 
 
+async def stock_taken(svc: Components, tx: Transaction, products: Sequence[Product]) -> None:
+    """Inside an order's transaction: announce the products' new stock (``products`` as the
+    stock update returned them). The event rows commit with the order, or not at all."""
+    for product in products:
+        await svc.events.publish(CHANNEL, product_event("updated", product), tx=tx)
+
+
 async def stock_changed(svc: Components, product_ids: Sequence[int]) -> None:
-    """After an order committed: drop the products' cached reads and announce their new stock.
+    """After an order committed: retire the products' cached reads and every catalog page.
 
     Never raises: the order is committed and its client must get its 201. The confirmation
-    job drops the same keys again (strictly), so a store that was down is caught up later.
+    job retires the same reads again (strictly), so a store that was down is caught up later.
     """
-    try:
-        products = await get_products(svc.db, product_ids)
-    except MonolithError as exc:
-        log.warning("product events not published", products=product_ids, error=str(exc))
-        products = []
-    await products_changed(
-        svc, product_ids, [product_event("updated", product) for product in products]
-    )
+    await products_changed(svc, product_ids)

@@ -59,7 +59,7 @@ class ProductPage(msgspec.Struct):
     next_cursor: str | None
 
 
-_COLUMNS = "id, name, description, price_cents, stock, image_key, created_at, updated_at"
+PRODUCT_COLUMNS = "id, name, description, price_cents, stock, image_key, created_at, updated_at"
 _encoder = msgspec.json.Encoder()
 
 
@@ -99,7 +99,7 @@ def to_product(row: Row) -> Product:
 
 
 async def get_product(q: Queries, product_id: int) -> Product | None:
-    row = await q.fetch_one(f"SELECT {_COLUMNS} FROM products WHERE id = ?", (product_id,))
+    row = await q.fetch_one(f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ?", (product_id,))
     return None if row is None else to_product(row)
 
 
@@ -110,7 +110,7 @@ async def get_products(q: Queries, product_ids: Iterable[int]) -> list[Product]:
         return []
     marks = ", ".join("?" for _ in ids)
     rows = await q.fetch_all(
-        f"SELECT {_COLUMNS} FROM products WHERE id IN ({marks}) ORDER BY id", ids
+        f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id IN ({marks}) ORDER BY id", ids
     )
     return [to_product(r) for r in rows]
 
@@ -124,7 +124,8 @@ async def product_json(db: Database, product_id: int) -> bytes | None:
 async def page_json(db: Database, limit: int, after: int) -> bytes:
     """One page of the catalog (keyset pagination on id) as JSON bytes."""
     rows = await db.fetch_all(
-        f"SELECT {_COLUMNS} FROM products WHERE id > ? ORDER BY id LIMIT ?", (after, limit + 1)
+        f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id > ? ORDER BY id LIMIT ?",
+        (after, limit + 1),
     )
     items = [to_product(r) for r in rows[:limit]]
     next_cursor = encode_cursor(items[-1].id) if len(rows) > limit and items else None
@@ -135,7 +136,7 @@ async def create_product(tx: Transaction, data: ProductIn) -> Product:
     now = time.time()
     row = await tx.fetch_one(
         "INSERT INTO products (name, description, price_cents, stock, created_at, updated_at) "
-        f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
+        f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {PRODUCT_COLUMNS}",
         (data.name, data.description, data.price_cents, data.stock, now, now),
     )
     assert row is not None
@@ -150,7 +151,8 @@ async def update_product(
     # Column names come from ProductPatch's fields, never from the client.
     assignments = ", ".join(f"{column} = ?" for column in changes)
     row = await tx.fetch_one(
-        f"UPDATE products SET {assignments}, updated_at = ? WHERE id = ? RETURNING {_COLUMNS}",
+        f"UPDATE products SET {assignments}, updated_at = ? "
+        f"WHERE id = ? RETURNING {PRODUCT_COLUMNS}",
         (*changes.values(), time.time(), product_id),
     )
     return None if row is None else to_product(row)

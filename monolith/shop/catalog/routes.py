@@ -21,6 +21,7 @@ from monolith.shop.catalog.effects import product_deleted_event, product_event, 
 from monolith.shop.catalog.model import Product, ProductIn, ProductPatch
 from monolith.web.body import UnprocessableEntity, decode
 from monolith.web.conditional import cacheable_json
+from monolith.web.fastpath import MEMO
 from monolith.web.guards import admin_guard
 from monolith.web.media import ENVELOPE, read_image, upload_guard
 
@@ -46,7 +47,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
     def missing(product_id: int) -> NotFoundException:
         return NotFoundException(detail=f"product {product_id} not found")
 
-    @get("/api/products", summary="A page of the catalog")
+    @get("/api/products", summary="A page of the catalog", opt=MEMO)
     async def list_products(
         request: Req,
         limit: Annotated[int, Parameter(ge=1, le=catalog.MAX_PAGE)] = catalog.DEFAULT_PAGE,
@@ -55,7 +56,7 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         after = catalog.decode_cursor(cursor) if cursor else 0
         return cacheable_json(request, await read_page(limit, after))
 
-    @get("/api/products/{product_id:int}", summary="One product")
+    @get("/api/products/{product_id:int}", summary="One product", opt=MEMO)
     async def get_product(request: Req, product_id: ProductId) -> Response[bytes]:
         body = await read_product(product_id)
         if body is None:

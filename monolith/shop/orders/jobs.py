@@ -2,10 +2,11 @@
 
 Enqueued with each order, in the transaction that places it. It moves the order to
 ``confirmed`` (once, however often it runs), publishes ``order.confirmed`` on the ``orders``
-channel, to the order's owner and admins, in the transaction of that change, and drops the
+channel, to the order's owner and admins, in the transaction of that change, and retires the
 cached reads of the order's products again, strictly: an invalidation the request could not
-do (the store down) is done once the store is back, since the job retries until it is. Safe
-to run twice (delivery is at least once).
+do (the store down) is done once the store is back, since the job retries until it is (a
+retirement is one generation bump, so doing it twice costs one write). Safe to run twice
+(delivery is at least once).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import msgspec
 
 from monolith.db import Queries, Row, Transaction
 from monolith.errors import Conflict, InvalidField, MonolithError
+from monolith.shop.catalog.model import PRODUCT_COLUMNS, Product, to_product
 
 Status = Literal["pending", "confirmed", "cancelled"]
 MAX_PAGE = 100
@@ -98,14 +99,20 @@ def _merge(lines: list[OrderLineIn]) -> list[tuple[int, int]]:
     return sorted(wanted.items())
 
 
-async def place_order(tx: Transaction, user_id: int, data: OrderIn) -> Order:
-    """Take the stock and record a pending order; raises :class:`OrderError` subclasses."""
+async def place_order(
+    tx: Transaction, user_id: int, data: OrderIn, *, products: list[Product] | None = None
+) -> Order:
+    """Take the stock and record a pending order; raises :class:`OrderError` subclasses.
+
+    ``products``, when given, receives each product's new state as the stock update returned it
+    (``RETURNING``): what the after-change events need, without reading the rows again.
+    """
     now = time.time()
     lines: list[OrderLine] = []
     for product_id, quantity in _merge(data.items):
         row = await tx.fetch_one(
             "UPDATE products SET stock = stock - ?, updated_at = ? "
-            "WHERE id = ? AND stock >= ? RETURNING name, price_cents",
+            f"WHERE id = ? AND stock >= ? RETURNING {PRODUCT_COLUMNS}",
             (quantity, now, product_id, quantity),
         )
         if row is None:
@@ -114,6 +121,8 @@ async def place_order(tx: Transaction, user_id: int, data: OrderIn) -> Order:
                 raise UnknownProduct(product_id)
             raise InsufficientStock(product_id, quantity, int(available))
         lines.append(OrderLine(product_id, row["name"], quantity, int(row["price_cents"])))
+        if products is not None:
+            products.append(to_product(row))
     total = sum(line.quantity * line.unit_price_cents for line in lines)
     order_id = int(
         await tx.fetch_val(
@@ -188,11 +197,20 @@ async def order_page(q: Queries, user_id: int, *, limit: int = 20, before: int =
     """``user_id``'s orders, newest first, at most ``limit`` (capped at ``MAX_PAGE``);
     ``before`` (an order id) pages back."""
     limit = max(1, min(limit, MAX_PAGE))
-    rows = await q.fetch_all(
-        f"SELECT {_ORDER_COLUMNS} FROM orders WHERE user_id = ? AND (? = 0 OR id < ?) "
-        "ORDER BY id DESC LIMIT ?",
-        (user_id, before, before, limit + 1),  # one more, to know whether there is a next page
-    )
+    # Two statements rather than one with "(? = 0 OR id < ?)": the OR keeps the planner on the
+    # user_id part of the (user_id, id) index, so a deep page would cost in proportion to its
+    # depth; "id < ?" is a range on the index and costs the same at any depth.
+    if before:
+        rows = await q.fetch_all(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE user_id = ? AND id < ? "
+            "ORDER BY id DESC LIMIT ?",
+            (user_id, before, limit + 1),  # one more, to know whether there is a next page
+        )
+    else:
+        rows = await q.fetch_all(
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE user_id = ? ORDER BY id DESC LIMIT ?",
+            (user_id, limit + 1),
+        )
     items = await _with_lines(q, rows[:limit])
     return OrderPage(items, items[-1].id if len(rows) > limit else None)
 

@@ -1,9 +1,11 @@
 """Order routes: place an order, read your own.
 
 ``POST /api/orders`` takes the stock, records the order and enqueues its confirmation job in
-one transaction (:mod:`.model`, :mod:`.jobs`), so an acknowledged order always has its job,
-and an order that fails leaves stock, orders and jobs as they were. After the commit it runs
-what follows every catalog write (:func:`monolith.shop.catalog.effects.stock_changed`).
+one transaction (:mod:`.model`, :mod:`.jobs`), with the products' ``product.updated`` events
+(:func:`monolith.shop.catalog.effects.stock_taken`), so an acknowledged order always has its
+job and its events, and an order that fails leaves stock, orders, jobs and events as they were.
+After the commit it retires the products' cached reads
+(:func:`monolith.shop.catalog.effects.stock_changed`).
 
 Bad input changes nothing: malformed JSON is a 400; empty ``items``, more than 50 lines, a
 quantity outside 1..1000 or an unknown field is a 422 naming the field; a product that does not
@@ -26,7 +28,8 @@ from litestar.params import Parameter
 from litestar.types import ControllerRouterHandler
 
 from monolith.services import Services
-from monolith.shop.catalog.effects import stock_changed
+from monolith.shop.catalog.effects import stock_changed, stock_taken
+from monolith.shop.catalog.model import Product
 from monolith.shop.orders import model as orders
 from monolith.shop.orders.model import Order, OrderIn, OrderPage
 from monolith.web.body import decode
@@ -43,13 +46,15 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         data = await decode(request, OrderIn)
         # UnknownProduct is a 422 and InsufficientStock a 409 (monolith.web.errors.STATUS).
         async with svc.db.transaction() as tx:
-            order = await orders.place_order(tx, user.id, data)
+            changed: list[Product] = []
+            order = await orders.place_order(tx, user.id, data, products=changed)
             await svc.jobs.enqueue(
                 orders.CONFIRM_JOB,
                 orders.confirm_payload(order),
                 unique_key=f"{orders.CONFIRM_JOB}:{order.id}",
                 tx=tx,
             )
+            await stock_taken(svc, tx, changed)
         await stock_changed(svc, [line.product_id for line in order.items])
         return order
 

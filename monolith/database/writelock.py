@@ -1,0 +1,139 @@
+"""The box's one SQLite write lock, handed over first come, first served between processes.
+
+Every process on the box (``serve``'s workers, ``monolith worker``, one-shot commands) writes
+to the same SQLite file, and SQLite lets one write at a time. Left to SQLite, a process that
+finds the file locked *sleeps* in its busy handler (1, 2, 5 … up to 100 ms between tries) and
+nobody is first in line: under load the writers of two workers sleep on each other, and a
+write's wait is a lottery of sleeps (the order tail in docs/BENCHMARKS.md). Here the processes
+queue in the kernel instead, with two ``flock`` files:
+
+- ``<db>-writer``: held from ``BEGIN IMMEDIATE`` to ``COMMIT`` (one group-commit batch);
+- ``<db>-writer-queue``: the line. A process takes it before the writer lock and drops it once
+  it has the writer lock, so at most one process waits on the writer lock, and a process that
+  just released it must queue behind that one before it can take it again (no barging: two
+  busy workers alternate batches instead of one starving the other).
+
+Uncontended, taking the lock is three non-blocking ``flock`` calls on the event loop (~2 µs).
+Contended, the blocking ``flock`` runs on a daemon thread and the waiter is woken by the
+kernel the moment the holder lets go. A wait that outlives its deadline raises
+:class:`~monolith.errors.DatabaseBusy`; the thread keeps its place in line, and the lock it
+then gets goes to this process's next writer, or straight back when there is none.
+
+Processes that do not take part (an ``sqlite3`` shell) still meet SQLite's own lock, which
+``BEGIN IMMEDIATE`` waits for under ``busy_timeout``, bounded by the same deadline.
+
+What this module must never do: hold the lock with no writer to release it, or let two flock
+calls of one process be outstanding at once (a file's lock belongs to the open file, so the
+second would "succeed" on the first's lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import fcntl
+import os
+import threading
+from pathlib import Path
+
+from monolith.errors import DatabaseBusy
+
+
+def _try(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+class BoxWriteLock:
+    """See the module docstring. One per database per process; used under the process's own
+    write lock, so one caller at a time."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.paths = (Path(f"{db_path}-writer-queue"), Path(f"{db_path}-writer"))
+        self._fds: tuple[int, int] | None = None
+        self._pending: concurrent.futures.Future[None] | None = None
+        self._waiting = False
+        self.held = False
+
+    def open(self) -> None:
+        if self._fds is None:
+            fds = [os.open(p, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600) for p in self.paths]
+            self._fds = (fds[0], fds[1])
+
+    def close(self) -> None:
+        if self._fds is not None and self._pending is None:
+            for fd in self._fds:
+                os.close(fd)  # also drops any lock this process held
+            self._fds = None
+            self.held = False
+
+    async def acquire(self, deadline: float) -> None:
+        """Take the lock (``deadline`` on the loop's clock), or raise :class:`DatabaseBusy`."""
+        assert self._fds is not None and not self.held
+        queue, writer = self._fds
+        if self._pending is None:
+            if _try(queue):
+                if _try(writer):
+                    fcntl.flock(queue, fcntl.LOCK_UN)
+                    self.held = True
+                    return
+                self._pending = self._wait_in_thread(writer, queue, queued=True)
+            else:
+                self._pending = self._wait_in_thread(writer, queue, queued=False)
+        pending = self._pending
+        remaining = deadline - asyncio.get_running_loop().time()
+        self._waiting = True
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(remaining):
+                await asyncio.shield(asyncio.wrap_future(pending))
+        except TimeoutError:
+            if pending.done():  # granted just as the deadline passed: too late, hand it on
+                self._pending = None
+                if pending.exception() is None:
+                    fcntl.flock(writer, fcntl.LOCK_UN)
+            raise DatabaseBusy(
+                "another process held the database's write lock past this write's deadline"
+            ) from None
+        finally:
+            self._waiting = False
+        self._pending = None
+        pending.result()
+        self.held = True
+
+    def release(self) -> None:
+        if self.held and self._fds is not None:
+            self.held = False
+            fcntl.flock(self._fds[1], fcntl.LOCK_UN)
+
+    def _wait_in_thread(
+        self, writer: int, queue: int, *, queued: bool
+    ) -> concurrent.futures.Future[None]:
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        loop = asyncio.get_running_loop()
+
+        def wait() -> None:
+            try:
+                if not queued:
+                    fcntl.flock(queue, fcntl.LOCK_EX)
+                fcntl.flock(writer, fcntl.LOCK_EX)
+                fcntl.flock(queue, fcntl.LOCK_UN)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+            loop.call_soon_threadsafe(self._granted, future)
+
+        threading.Thread(target=wait, name="sqlite-write-lock", daemon=True).start()
+        return future
+
+    def _granted(self, future: concurrent.futures.Future[None]) -> None:
+        """On the loop once a waiting thread got the lock: nobody waits any more, let it go."""
+        if self._pending is future and not self._waiting:
+            self._pending = None
+            if future.exception() is None and self._fds is not None:
+                fcntl.flock(self._fds[1], fcntl.LOCK_UN)
