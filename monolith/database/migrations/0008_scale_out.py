@@ -21,5 +21,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("channel_head") as batch:
-        batch.drop_column("trimmed_id")
+    # Both databases drop a column in place (SQLite since 3.35), keeping channel_head's CHECK.
+    op.execute("ALTER TABLE channel_head DROP COLUMN trimmed_id")
