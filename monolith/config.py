@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from monolith.errors import ConfigError
+from monolith.files import private_dir
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -281,7 +282,7 @@ def _secret_key(env: Env, data_dir: Path, given: str) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     key = secrets.token_urlsafe(48)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -54,7 +54,7 @@ class Components:
     store: Store
     #: Read-through cache over ``store`` (namespace ``cache``); see :mod:`monolith.cache`.
     cache: Cache
-    #: Server-side sessions over ``store`` (namespace ``sessions``).
+    #: Server-side sessions over ``store`` (namespace ``sessions``, never evicted for the cache).
     sessions: Sessions
     #: The process's Prometheus metrics (added up over every worker by ``/metrics``).
     metrics: Metrics
@@ -82,6 +82,10 @@ class Services(Components):
     state: dict[str, HoldsState] = field(default_factory=dict)
     #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
+    #: The checks whose failure leaves this instance serving, degraded (the store: reads come
+    #: from the database, limits count per process): readiness stays 200 and says "degraded",
+    #: so a load balancer does not drain every instance over a dependency they all share.
+    degradable: set[str] = field(default_factory=set)
     #: Components started after the database, in order; stopped in reverse.
     components: list[Component] = field(default_factory=list)
     _started: list[Component] = field(default_factory=list)
@@ -125,7 +129,7 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
         store=store,
         cache=Cache(store.with_namespace("cache"), metrics=metrics),
         sessions=Sessions(
-            store.with_namespace("sessions"),
+            store.kept("sessions"),
             settings.security.secret_key,
             secure=settings.production,
         ),
@@ -148,6 +152,7 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
     services.components += [observability, store, services.media, services.events, jobs]
     services.health_checks["database"] = db.ping
     services.health_checks["cache"] = store.ping
+    services.degradable.add("cache")
     services.health_checks["jobs"] = jobs.check
     services.state.update(
         {

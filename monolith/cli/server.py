@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import time
 
-from monolith.cli.common import run, settings_from_env, started_services
+from monolith.cli.common import fail, run, settings_from_env, started_services
 from monolith.config import parse_workers
 from monolith.observability.metrics import Metrics, enable_multiprocess, forget_process
 from monolith.server import serve
@@ -25,8 +26,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def port_answers(host: str, port: int) -> bool:
+    """True when something already accepts connections on ``host:port``.
+
+    granian binds with ``SO_REUSEPORT``, so a second server on a taken port would start
+    without error and the kernel would share connections between two different apps.
+    """
+    if port == 0:
+        return False
+    # A wildcard address is asked on loopback.
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    try:
+        with socket.create_connection((target, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from_env(service=True)
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else settings.server.port
+    if port_answers(host, port):
+        return fail("serve", f"{host}:{port} already answers; is another server running there?")
     # Before anything counts and before granian forks: every process of this serve writes
     # its metrics to a fresh directory, and /metrics adds them up.
     enable_multiprocess(settings.serve_metrics_dir)
@@ -45,8 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     run(prepare())
     forget_process(os.getpid())  # this process's gauges from prepare(): it serves no requests
     serve(
-        host=args.host or settings.server.host,
-        port=args.port if args.port is not None else settings.server.port,
+        host=host,
+        port=port,
         workers=parse_workers(args.workers) if args.workers else settings.server.workers,
         graceful_timeout=settings.server.graceful_timeout,
         log_level=settings.log.level,

@@ -36,6 +36,7 @@ from monolith.errors import (
     MonolithError,
     NotStarted,
 )
+from monolith.files import private_file
 
 T = TypeVar("T")
 
@@ -170,7 +171,8 @@ class SQLiteDatabase(Database):
     async def start(self) -> None:
         if self._writer is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # SQLite gives the -wal and -shm files the mode of the database file.
+        private_file(self.path)
         try:
             self._writer = await self._connect(writer=True)
             self._readers = [await self._connect(writer=False) for _ in range(self.readers_count)]

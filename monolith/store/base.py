@@ -140,6 +140,16 @@ class Store(NamespacedStore):
         child._set_path((*self._path, namespace))
         return child
 
+    def kept(self, namespace: str) -> Self:
+        """A child namespace whose entries are never evicted to make room for other
+        namespaces' entries (sessions must not go to make room for cache entries).
+
+        A backend with one size limit over every key keeps these apart (the disk store: a
+        directory of its own); on Redis, eviction is the server's ``maxmemory-policy``, which
+        ``doctor`` checks.
+        """
+        return self.with_namespace(namespace)
+
     # -- lifecycle --------------------------------------------------------------------------
 
     @abc.abstractmethod

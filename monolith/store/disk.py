@@ -30,11 +30,13 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import diskcache
 
 from monolith.errors import CacheUnavailable, NotStarted
+from monolith.files import private_dir
+from monolith.logs import get_logger
 from monolith.state import Scope
 from monolith.store.base import Store
 from monolith.store.windows import WindowTable
@@ -45,6 +47,13 @@ _DB_NAME = "cache.db"
 _CORRUPT = ("malformed", "not a database")
 _REOPEN = ("readonly", "no such table", "unable to open", "disk i/o")
 _LIVE_ROW = "SELECT rowid, expire_time, value FROM Cache WHERE key = ? AND raw = 1"
+#: A directory that could not be opened is tried again at most this often.
+REOPEN_SECONDS = 1.0
+#: The suffix of the sibling directory of namespaces kept apart from eviction
+#: (:meth:`DiskStore.kept`): ``var/cache`` -> ``var/cache-kept``.
+KEPT_SUFFIX = "-kept"
+
+log = get_logger("monolith.store")
 
 
 class _Unreadable(OSError):
@@ -84,18 +93,24 @@ class _BytesDisk(diskcache.Disk):  # type: ignore[misc]
 class _Directory:
     """The one open ``diskcache.Cache`` shared by every namespace view in this process."""
 
-    def __init__(self, path: Path, size_limit: int, timeout: float) -> None:
+    def __init__(self, path: Path, size_limit: int, timeout: float, *, evict: bool = True) -> None:
         self.path = path
         self.size_limit = size_limit
         self.timeout = timeout
+        #: False: nothing is ever evicted here to make room (the sessions' directory).
+        self.evict = evict
         self.cache: diskcache.Cache | None = None
         self.ident: tuple[int, int] | None = None
         self.db_file = str(path / _DB_NAME)  # a str: os.stat on a Path costs twice as much
+        #: Between start and stop; the cache itself may be closed (it could not be opened).
+        self.started = False
+        self._failed_at = 0.0
+        self._failure = ""
 
     def open(self) -> None:
         self.close()
         # 0700: the directory holds sessions; nobody else on the box may read or write it.
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.path)
         os.chmod(self.path, 0o700)
         self.ident = self._stat()
         self.cache = diskcache.Cache(
@@ -103,11 +118,38 @@ class _Directory:
             timeout=self.timeout,
             disk=_BytesDisk,
             size_limit=self.size_limit,
-            eviction_policy="least-recently-stored",
+            eviction_policy="least-recently-stored" if self.evict else "none",
             statistics=0,
             tag_index=0,
         )
         self.ident = self._stat()
+
+    def start(self) -> None:
+        """Open now if possible; a directory that cannot be opened (a full disk) is retried
+        on use, at most once per ``REOPEN_SECONDS``, and is a 503 meanwhile, never a failed
+        start: a worker that cannot start would be respawned into a crash loop."""
+        self.started = True
+        try:
+            self.open()
+        except (sqlite3.Error, OSError) as exc:
+            if not (isinstance(exc, sqlite3.DatabaseError) and self._recover_quietly(exc)):
+                self._opening_failed(exc)
+
+    def _recover_quietly(self, exc: sqlite3.DatabaseError) -> bool:
+        try:
+            return self.recover(exc)
+        except (sqlite3.Error, OSError):
+            return False
+
+    def _opening_failed(self, exc: BaseException) -> None:
+        self.close()
+        if not self._failure:
+            log.warning("the disk cache cannot be opened", path=str(self.path), error=str(exc))
+        self._failed_at, self._failure = time.monotonic(), str(exc) or type(exc).__name__
+
+    def stop(self) -> None:
+        self.started = False
+        self.close()
 
     def close(self) -> None:
         if self.cache is not None:
@@ -124,11 +166,29 @@ class _Directory:
     def current(self) -> diskcache.Cache:
         """The open cache, reopened first if ``cache.db`` is no longer the file it has open."""
         if self.cache is None:
-            raise NotStarted("the store was used before start(); the app lifespan starts it")
-        if self._stat() != self.ident:
+            if not self.started:
+                raise NotStarted("the store was used before start(); the app lifespan starts it")
+            self._reopen()
+        elif self._stat() != self.ident:
             self.open()
         assert self.cache is not None
         return self.cache
+
+    def _reopen(self) -> None:
+        """Open a directory that could not be opened before, or say why it still cannot."""
+        if time.monotonic() - self._failed_at < REOPEN_SECONDS:
+            raise CacheUnavailable(
+                f"the disk cache at {self.path} cannot be opened: {self._failure}", retry_after=1
+            )
+        try:
+            self.open()
+        except (sqlite3.Error, OSError) as exc:
+            self._opening_failed(exc)
+            raise CacheUnavailable(
+                f"the disk cache at {self.path} cannot be opened: {exc}", retry_after=1
+            ) from exc
+        log.info("the disk cache is open again", path=str(self.path))
+        self._failure = ""
 
     def recover(self, exc: Exception) -> bool:
         """Reopen after ``exc``; a corrupt file is moved aside first. False: not ours to fix."""
@@ -164,22 +224,36 @@ class DiskStore(Store):
         timeout: float = 1.0,
     ) -> None:
         super().__init__(namespace)
-        self._dir = _Directory(Path(path).absolute(), size_limit_mb * 1024 * 1024, timeout)
-        self._windows = WindowTable(Path(path).absolute() / "windows.bin")
+        root = Path(path).absolute()
+        self._dir = _Directory(root, size_limit_mb * 1024 * 1024, timeout)
+        # Every directory of this store (the main one, and the kept one once asked for),
+        # shared by all namespace views so that start and stop reach each of them.
+        self._dirs: list[_Directory] = [self._dir]
+        self._windows = WindowTable(root / "windows.bin")
+
+    def kept(self, namespace: str) -> Self:
+        """A child namespace in a directory of its own, ``<path>-kept``, with no size limit:
+        cache entries filling the main directory never evict what lives here (sessions).
+        A sibling rather than a sub-directory: a corrupt main directory is thrown away whole."""
+        child = self.with_namespace(namespace)
+        kept = next((d for d in self._dirs if not d.evict), None)
+        if kept is None:
+            path = self._dir.path.with_name(self._dir.path.name + KEPT_SUFFIX)
+            kept = _Directory(path, 0, self._dir.timeout, evict=False)
+            if self._dir.started:
+                kept.start()
+            self._dirs.append(kept)
+        child._dir = kept
+        return child
 
     async def start(self) -> None:
-        if self._dir.cache is None:
-            self._run_open()
-
-    def _run_open(self) -> None:
-        try:
-            self._dir.open()
-        except sqlite3.DatabaseError as exc:
-            if not self._dir.recover(exc):
-                raise
+        for directory in self._dirs:
+            if not directory.started:
+                directory.start()
 
     async def stop(self) -> None:
-        self._dir.close()
+        for directory in self._dirs:
+            directory.stop()
         self._windows.close()
 
     async def ping(self) -> None:
@@ -193,31 +267,36 @@ class DiskStore(Store):
 
     async def cleanup(self) -> int:
         # Writes cull only a few expired rows each; this sweeps them all (indexed on expiry).
-        return int(self._run(lambda c: c.expire()))
+        swept = 0
+        for directory in self._dirs:
+            swept += int(self._run(lambda c: c.expire(), directory))
+        return swept
 
     def _size_bytes(self) -> int | None:
         return int(self._run(lambda c: c.volume()))
 
-    def _run(self, op: Callable[[diskcache.Cache], T]) -> T:
+    def _run(self, op: Callable[[diskcache.Cache], T], directory: _Directory | None = None) -> T:
         """Run one operation; on a damaged directory, recover and run it once more."""
+        directory = directory or self._dir
         for attempt in (1, 2):
             try:
-                return op(self._dir.current())
+                return op(directory.current())
             except diskcache.Timeout as exc:
                 raise CacheUnavailable(
-                    f"the disk cache stayed locked for {self._dir.timeout}s", retry_after=1
+                    f"the disk cache stayed locked for {directory.timeout}s", retry_after=1
                 ) from exc
             except (sqlite3.DatabaseError, OSError) as exc:
                 if "locked" in str(exc):
                     raise CacheUnavailable("the disk cache is locked", retry_after=1) from exc
-                if attempt == 2 or not self._recover(exc):
+                if attempt == 2 or not self._recover(directory, exc):
                     raise CacheUnavailable(f"the disk cache cannot be used: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def _recover(self, exc: Exception) -> bool:
+    def _recover(self, directory: _Directory, exc: Exception) -> bool:
         try:
-            return self._dir.recover(exc)
-        except (sqlite3.DatabaseError, OSError):
+            return directory.recover(exc)
+        except (sqlite3.DatabaseError, OSError) as again:
+            directory._opening_failed(again)
             return False
 
     async def _get(self, key: str, renew: float | None) -> bytes | None:

@@ -10,8 +10,10 @@ one NAT do not share a budget), else its IP address as :func:`monolith.web.clien
 reads it (``X-Forwarded-For`` only from trusted proxies).
 
 Refused requests get 429 with ``Retry-After``; every limited response carries ``RateLimit-*``
-headers. A store that is down is a 503 (the limiter fails closed: a login limit that opens
-when Redis is away would be an open door for password guessing).
+headers. A store that is down neither opens the limits nor closes the API: the limiter counts
+per process until the store is back (:class:`monolith.ratelimit.RateLimiter`), and a session
+that cannot be read leaves the client known by its address (the route, if it needs the
+session, answers 503 itself).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class RateLimitMiddleware:
         self.svc = svc
         store = svc.store.with_namespace("ratelimit")
         self.limiters = {
-            name: RateLimiter(store, name, limit)
+            name: RateLimiter(store, name, limit, metrics=svc.metrics)
             for name, limit in svc.settings.security.rate_limits.items()
             if limit.count > 0
         }
@@ -64,17 +66,8 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limiters = [self.limiters[n] for n in names if n in self.limiters]
-        try:
-            client = await self._client(scope)
-            decisions = [await limiter.hit(client) for limiter in limiters]
-        except StateUnavailable as exc:
-            await _respond(
-                send,
-                503,
-                f"service temporarily unavailable: {exc}",
-                [("Retry-After", str(exc.retry_after))],
-            )
-            return
+        client = await self._client(scope)
+        decisions = [await limiter.hit(client) for limiter in limiters]
         if not decisions:
             await self.app(scope, receive, send)
             return
@@ -104,7 +97,10 @@ class RateLimitMiddleware:
             if name == b"cookie":
                 cookie = cookie_from_header(value.decode("latin-1"))
                 if cookie is not None:
-                    session = await self.svc.sessions.load(cookie)
+                    try:
+                        session = await self.svc.sessions.load(cookie)
+                    except StateUnavailable:
+                        break  # the store is away: counted by address; routes decide
                     scope.setdefault("state", {})[SESSION_STATE] = session
                     if session is not None:
                         return f"user:{session.user_id}"
