@@ -34,7 +34,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        install_drain_handler(svc.events.close_listeners)
+        install_drain_handler(svc.events.close_listeners, context.close_connections)
         try:
             await svc.start()
         except BaseException:
@@ -77,11 +77,12 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     # Outermost, around Litestar's router and exception handler (as Litestar's own
     # OpenTelemetry middleware is): Litestar's `middleware=` runs only for matched routes, so
     # a 404 or 405 would get no request id, no access line and no count.
-    app.asgi_handler = RequestContextMiddleware(
+    context = RequestContextMiddleware(
         app.asgi_handler,
         expose_worker=not settings.production,
         trusted_proxies=settings.server.trusted_proxies,
         metrics=svc.metrics,
         monitor=svc.observability.monitor,
     )
+    app.asgi_handler = context
     return app

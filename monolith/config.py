@@ -75,6 +75,11 @@ class DatabaseSettings:
     busy_timeout_ms: int = 5000
     readers: int = 2
     pool_size: int = 10
+    # PostgreSQL: server-side limits set on every pooled connection.
+    statement_timeout_ms: int = 30_000
+    idle_in_transaction_timeout_ms: int = 60_000
+    # PostgreSQL behind PgBouncer (transaction mode): a direct URL for LISTEN and the election.
+    direct_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +334,11 @@ def load_settings(
         busy_timeout_ms=_int(env_map, "MONOLITH_DB_BUSY_TIMEOUT_MS", 5000, minimum=0),
         readers=_int(env_map, "MONOLITH_DB_READERS", 2, minimum=1),
         pool_size=_int(env_map, "MONOLITH_DB_POOL_SIZE", 10, minimum=1),
+        statement_timeout_ms=_int(env_map, "MONOLITH_DB_STATEMENT_TIMEOUT_MS", 30_000),
+        idle_in_transaction_timeout_ms=_int(
+            env_map, "MONOLITH_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 60_000
+        ),
+        direct_url=env_map.get("MONOLITH_DB_DIRECT_URL", "").strip(),
     )
     store = StoreSettings(
         url=store_url,

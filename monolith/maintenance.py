@@ -5,7 +5,8 @@ imported).
   runner runs (``monolith jobs enqueue ops.ping``) and for load tests.
 - ``ops.demo``: a job an admin can trigger to see one go through; logs its payload.
 - ``maintenance.cleanup`` (every 5 minutes): calls ``cleanup()`` on every component that has
-  one (:meth:`Components.cleanables`: the store...) and forgets old ``done`` job records.
+  one (:meth:`Components.cleanables`: the store...), forgets old ``done`` job records and
+  ``Idempotency-Key`` records past their 24 hours.
 - ``maintenance.optimize`` (daily): refreshes the query planner's statistics.
 
 Jobs here must be safe to run twice: delivery is at least once.
@@ -20,6 +21,7 @@ import structlog
 
 from monolith.jobs import JobContext, job, schedule
 from monolith.services import Components
+from monolith.web import idempotency
 
 log = structlog.get_logger("monolith.maintenance")
 
@@ -51,6 +53,8 @@ async def cleanup(ctx: JobContext[Components]) -> None:
         done_older_than=now - KEEP_DONE_SECONDS, runners_older_than=now - FORGET_RUNNER_SECONDS
     )
     log.info("pruned done jobs", count=pruned)
+    forgotten = await idempotency.prune(ctx.services.db, now)
+    log.info("pruned idempotency keys", count=forgotten)
 
 
 @job("maintenance.optimize", max_attempts=2, timeout=1800, concurrency=1)

@@ -116,6 +116,9 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
         busy_timeout_ms=settings.database.busy_timeout_ms,
         readers=settings.database.readers,
         pool_size=settings.database.pool_size,
+        statement_timeout_ms=settings.database.statement_timeout_ms,
+        idle_in_transaction_timeout_ms=settings.database.idle_in_transaction_timeout_ms,
+        direct_url=settings.database.direct_url,
     )
     metrics = Metrics(peers=settings.metrics_peers)
     observability = Observability(settings, db, metrics)

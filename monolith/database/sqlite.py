@@ -130,8 +130,12 @@ class SQLiteDatabase(Database):
         readers: int = 2,
         pool_size: int = 0,  # accepted for a uniform factory; SQLite uses `readers`
         max_batch: int = 64,
+        # PostgreSQL settings, accepted for a uniform factory:
+        statement_timeout_ms: int = 0,
+        idle_in_transaction_timeout_ms: int = 0,
+        direct_url: str = "",
     ) -> None:
-        del pool_size
+        del pool_size, statement_timeout_ms, idle_in_transaction_timeout_ms, direct_url
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         self.busy_timeout_ms = busy_timeout_ms

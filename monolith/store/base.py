@@ -168,6 +168,12 @@ class Store(NamespacedStore):
     def describe(self) -> str:
         """A safe one-line description (no password) for logs and ``doctor``."""
 
+    async def retention_risks(self) -> list[str]:
+        """Ways this backend may lose entries before their time to live is up (a server that
+        keeps nothing across a restart, an eviction policy that may drop any key), in an
+        operator's words; ``doctor`` warns with them about the sessions. Default: none."""
+        return []
+
     async def cleanup(self) -> int:
         """Drop expired entries now (the ``maintenance.cleanup`` job calls it); how many."""
         return 0

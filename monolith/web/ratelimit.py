@@ -39,16 +39,24 @@ ROUTE_LIMITS = {
 }
 
 
+def limiters(svc: Services) -> dict[str, RateLimiter]:
+    """One limiter per configured limit, shared by every route of the process (Litestar
+    builds a middleware per route: the per-process fallback must count in one place)."""
+    store = svc.store.with_namespace("ratelimit")
+    return {
+        name: RateLimiter(store, name, limit, metrics=svc.metrics)
+        for name, limit in svc.settings.security.rate_limits.items()
+        if limit.count > 0
+    }
+
+
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, svc: Services) -> None:
+    def __init__(
+        self, app: ASGIApp, svc: Services, shared: dict[str, RateLimiter] | None = None
+    ) -> None:
         self.app = app
         self.svc = svc
-        store = svc.store.with_namespace("ratelimit")
-        self.limiters = {
-            name: RateLimiter(store, name, limit, metrics=svc.metrics)
-            for name, limit in svc.settings.security.rate_limits.items()
-            if limit.count > 0
-        }
+        self.limiters = limiters(svc) if shared is None else shared
         self.trusted = svc.settings.server.trusted_proxies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -127,7 +135,9 @@ async def _respond(send: Send, status: int, detail: str, headers: list[tuple[str
 def rate_limit_middleware(svc: Services) -> Any:
     """The middleware factory ``create_app`` puts in Litestar's middleware list."""
 
+    shared = limiters(svc)
+
     def build(app: ASGIApp) -> RateLimitMiddleware:
-        return RateLimitMiddleware(app, svc)
+        return RateLimitMiddleware(app, svc, shared)
 
     return build

@@ -11,6 +11,9 @@ exist is a 422 naming it (the route exists, the body is what is wrong); a produc
 stock is a 409 naming it. A product named on several lines is one line with the quantities
 added up.
 
+An ``Idempotency-Key`` header makes a retried order safe (:mod:`monolith.web.idempotency`):
+the same key and body give the same order back, and stock is taken once.
+
 Reads show only the caller's orders: another user's order is a 404, exactly like a missing
 one, so order ids cannot be probed. This module never returns after a commit with an error:
 once an order is committed the client must learn its id.
@@ -20,17 +23,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Request, get, post
+from litestar import Request, Response, get, post
 from litestar.exceptions import NotFoundException
 from litestar.params import Parameter
 from litestar.types import ControllerRouterHandler
 
+from monolith.db import Transaction
 from monolith.services import Services
 from monolith.shop.catalog.effects import stock_changed
 from monolith.shop.orders import model as orders
 from monolith.shop.orders.model import Order, OrderIn, OrderPage
 from monolith.web.body import decode
 from monolith.web.guards import require_user
+from monolith.web.idempotency import write_once
 
 Req = Request[Any, Any, Any]
 OrderId = Annotated[int, Parameter(ge=1, le=2**62)]
@@ -38,11 +43,12 @@ OrderId = Annotated[int, Parameter(ge=1, le=2**62)]
 
 def routes(svc: Services) -> list[ControllerRouterHandler]:
     @post("/api/orders", status_code=201, summary="Place an order (signed in)")
-    async def place_order(request: Req) -> Order:
+    async def place_order(request: Req) -> Order | Response[bytes]:
         user = await require_user(svc, request)
         data = await decode(request, OrderIn)
-        # UnknownProduct is a 422 and InsufficientStock a 409 (monolith.web.errors.STATUS).
-        async with svc.db.transaction() as tx:
+
+        async def write(tx: Transaction) -> Order:
+            # UnknownProduct is a 422 and InsufficientStock a 409 (monolith.web.errors.STATUS).
             order = await orders.place_order(tx, user.id, data)
             await svc.jobs.enqueue(
                 orders.CONFIRM_JOB,
@@ -50,6 +56,12 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
                 unique_key=f"{orders.CONFIRM_JOB}:{order.id}",
                 tx=tx,
             )
+            return order
+
+        # With an Idempotency-Key, a retry gets the first order back and takes no stock.
+        order = await write_once(svc, request, write, status=201)
+        if isinstance(order, Response):
+            return order
         await stock_changed(svc, [line.product_id for line in order.items])
         return order
 
