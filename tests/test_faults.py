@@ -29,11 +29,12 @@ import pytest
 from monolith.store.disk import DiskStore
 from tests.server import ADMIN_TOKEN, ServerProcess, base_env, box_env, monolith_cmd, run_cli
 from tests.services import (
+    free_port,
+    launch_redis,
     pg_admin,
     pg_url,
     require,
     require_postgres,
-    throwaway_redis,
     unique_name,
 )
 
@@ -90,6 +91,18 @@ def small_filesystem(where: Path, size: str = "3m") -> Iterator[Path]:
             if subprocess.run(["umount", str(where)], capture_output=True).returncode == 0:
                 break
             time.sleep(0.1)  # a process that had files open there is still exiting
+        else:  # detach it now; the kernel frees it when the last user lets go
+            subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def serving(data_dir: Path, env: dict[str, str], workers: int = 2) -> Iterator[ServerProcess]:
+    """A started server, stopped afterwards even when it never became ready."""
+    proc = ServerProcess(data_dir, workers=workers, env=env)
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
 
 
 def fill(filesystem: Path) -> Path:
@@ -102,6 +115,7 @@ def fill(filesystem: Path) -> Path:
     return filler
 
 
+@pytest.mark.profile_independent
 def test_a_full_disk_is_a_503_for_what_needs_it_and_the_server_stays_up(tmp_path: Path) -> None:
     with small_filesystem(tmp_path / "small") as small:
         data_dir = tmp_path / "var"
@@ -109,7 +123,7 @@ def test_a_full_disk_is_a_503_for_what_needs_it_and_the_server_stays_up(tmp_path
         env = box_env(
             data_dir, MONOLITH_STORE_URL=f"disk://{small}/cache", MONOLITH_RATE_LIMITS=GENEROUS
         )
-        with ServerProcess(data_dir, workers=2, env=env) as proc:
+        with serving(data_dir, env) as proc:
             cookie = sign_up_and_in(proc.url)
             product = fresh(
                 "POST",
@@ -182,13 +196,14 @@ def test_a_full_disk_is_a_503_for_what_needs_it_and_the_server_stays_up(tmp_path
             assert proc.proc.poll() is None
 
 
+@pytest.mark.profile_independent
 def test_serve_starts_on_a_store_that_cannot_be_opened(tmp_path: Path) -> None:
     with small_filesystem(tmp_path / "small", size="1m") as small:
         fill(small)
         data_dir = tmp_path / "var"
         data_dir.mkdir()
         env = box_env(data_dir, MONOLITH_STORE_URL=f"disk://{small}/cache")
-        with ServerProcess(data_dir, workers=2, env=env) as proc:
+        with serving(data_dir, env) as proc:
             assert fresh("GET", f"{proc.url}/api/products").status_code == 200
             account = {"email": "ada@example.com", "password": PASSWORD, "name": "Ada"}
             assert fresh("POST", f"{proc.url}/api/auth/signup", json=account).status_code == 201
@@ -212,6 +227,7 @@ def test_serve_starts_on_a_store_that_cannot_be_opened(tmp_path: Path) -> None:
 # -- 4. sessions are never evicted for cache entries ------------------------------------------
 
 
+@pytest.mark.profile_independent
 def test_a_session_survives_a_cache_flood(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
     data_dir.mkdir()
@@ -309,6 +325,7 @@ def test_a_second_serve_on_a_taken_port_exits_with_a_reason(tmp_path: Path) -> N
 # -- 8. a data dir of its own ------------------------------------------------------------------
 
 
+@pytest.mark.profile_independent
 def test_a_fresh_data_dir_and_its_database_are_private(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"  # does not exist: monolith creates it
     old = os.umask(0o022)  # the usual umask outside systemd
@@ -421,7 +438,10 @@ def test_doctor_adds_up_every_pool_against_max_connections(tmp_path: Path) -> No
 def test_doctor_warns_when_redis_would_lose_sessions(tmp_path: Path) -> None:
     import redis
 
-    with throwaway_redis() as (port, procs):
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        launch_redis(port, procs)  # --save "" --appendonly no: keeps nothing
         url = f"redis://127.0.0.1:{port}/0"
 
         def warnings() -> list[str]:
@@ -429,7 +449,7 @@ def test_doctor_warns_when_redis_would_lose_sessions(tmp_path: Path) -> None:
             found = json.loads(run_cli("doctor", "--json", env=env).stdout)
             return [c["message"] for c in found["checks"] if c["check"] == "sessions kept"]
 
-        said = warnings()  # started with --save "" --appendonly no
+        said = warnings()
         assert any("restart signs every user out" in w for w in said), said
         client = redis.Redis(port=port)
         client.config_set("appendonly", "yes")
@@ -438,4 +458,7 @@ def test_doctor_warns_when_redis_would_lose_sessions(tmp_path: Path) -> None:
         client.config_set("maxmemory-policy", "allkeys-lru")
         assert any("allkeys-lru" in w for w in warnings())
         client.close()
-        assert procs[-1].poll() is None
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
