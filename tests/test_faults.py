@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import threading
@@ -22,13 +23,16 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from monolith.db import open_database
 from monolith.store.disk import DiskStore
 from tests.server import ADMIN_TOKEN, ServerProcess, base_env, box_env, monolith_cmd, run_cli
 from tests.services import (
+    PG_ADMIN_URL,
     free_port,
     launch_redis,
     pg_admin,
@@ -462,3 +466,103 @@ def test_doctor_warns_when_redis_would_lose_sessions(tmp_path: Path) -> None:
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def pgbouncer(tmp_path: Path) -> Iterator[int]:
+    """PgBouncer in transaction mode in front of the test PostgreSQL; yields its port."""
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    require("pgbouncer", Path(binary).exists(), "apt-get install pgbouncer")
+    home = tmp_path / "pgbouncer"
+    home.mkdir()
+    port = free_port()
+    pg = urlsplit(PG_ADMIN_URL)
+    (home / "users.txt").write_text(f'"{pg.username or "postgres"}" ""\n')
+    (home / "pgbouncer.ini").write_text(
+        f"[databases]\n* = host={pg.hostname or '127.0.0.1'} port={pg.port or 5432}\n"
+        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = trust\n"
+        f"auth_file = {home / 'users.txt'}\npool_mode = transaction\nmax_client_conn = 500\n"
+        "default_pool_size = 20\nunix_socket_dir =\n"
+    )
+    user: list[str] = []
+    if os.geteuid() == 0:  # PgBouncer refuses to run as root
+        user = ["-u", "nobody"]
+        for path in (tmp_path, home, *home.iterdir()):
+            path.chmod(0o755)
+    proc = subprocess.Popen(
+        [binary, *user, str(home / "pgbouncer.ini")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until("pgbouncer listening", lambda: _answers(port), timeout=15)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _answers(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        return True
+    return False
+
+
+@pytest.mark.postgres
+@pytest.mark.profile_independent
+def test_postgresql_through_pgbouncer_in_transaction_mode(tmp_path: Path) -> None:
+    """Orders and their confirmation job through PgBouncer (transaction pooling), with LISTEN
+    and the election on the direct URL; and the server-side timeouts where connections are
+    direct."""
+    require_postgres()
+    name = unique_name("monolith_pgb")
+    pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        with pgbouncer(tmp_path) as port:
+            pooled = pg_url(name).replace(f":{urlsplit(PG_ADMIN_URL).port or 5432}/", f":{port}/")
+            data_dir = tmp_path / "var"
+            data_dir.mkdir()
+            env = box_env(
+                data_dir, MONOLITH_DATABASE_URL=pooled, MONOLITH_DB_DIRECT_URL=pg_url(name)
+            )
+            with serving(data_dir, env) as proc:
+                cookie = sign_up_and_in(proc.url)
+                lamp = fresh(
+                    "POST",
+                    f"{proc.url}/api/products",
+                    headers=ADMIN,
+                    json={"name": "Lamp", "price_cents": 250, "stock": 50},
+                ).json()["id"]
+                orders = []
+                for _ in range(20):  # the same statements again and again, on any server link
+                    r = fresh(
+                        "POST",
+                        f"{proc.url}/api/orders",
+                        headers=cookie,
+                        json={"items": [{"product_id": lamp, "quantity": 1}]},
+                    )
+                    assert r.status_code == 201, r.text
+                    orders.append(r.json()["id"])
+
+                def confirmed() -> bool:
+                    r = fresh("GET", f"{proc.url}/api/orders?limit=100", headers=cookie)
+                    return {o["status"] for o in r.json()["items"]} == {"confirmed"}
+
+                wait_until("every order confirmed by the job runner", confirmed)
+                assert fresh("GET", f"{proc.url}/api/products/{lamp}").json()["stock"] == 30
+                assert "prepared statement" not in proc.log_text()
+
+        async def timeouts() -> tuple[str, str]:
+            db = open_database(pg_url(name))
+            await db.start()
+            try:
+                return (
+                    await db.fetch_val("SHOW statement_timeout"),
+                    await db.fetch_val("SHOW idle_in_transaction_session_timeout"),
+                )
+            finally:
+                await db.stop()
+
+        assert asyncio.run(timeouts()) == ("30s", "1min")
+    finally:
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
