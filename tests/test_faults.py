@@ -72,6 +72,13 @@ def sign_up_and_in(url: str, email: str = "ada@example.com") -> dict[str, str]:
     return {"Cookie": r.headers["set-cookie"].split(";")[0]}
 
 
+def add_lamp(url: str, stock: int) -> int:
+    lamp = {"name": "Lamp", "price_cents": 250, "stock": stock}
+    r = fresh("POST", f"{url}/api/products", headers=ADMIN, json=lamp)
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
 # -- 1. a full disk ---------------------------------------------------------------------------
 
 
@@ -129,12 +136,7 @@ def test_a_full_disk_is_a_503_for_what_needs_it_and_the_server_stays_up(tmp_path
         )
         with serving(data_dir, env) as proc:
             cookie = sign_up_and_in(proc.url)
-            product = fresh(
-                "POST",
-                f"{proc.url}/api/products",
-                headers=ADMIN,
-                json={"name": "Lamp", "description": "", "price_cents": 100, "stock": 5},
-            ).json()
+            product = {"id": add_lamp(proc.url, stock=5)}
             before = proc.worker_pids()
             fill(small)
 
@@ -527,12 +529,7 @@ def test_postgresql_through_pgbouncer_in_transaction_mode(tmp_path: Path) -> Non
             )
             with serving(data_dir, env) as proc:
                 cookie = sign_up_and_in(proc.url)
-                lamp = fresh(
-                    "POST",
-                    f"{proc.url}/api/products",
-                    headers=ADMIN,
-                    json={"name": "Lamp", "price_cents": 250, "stock": 50},
-                ).json()["id"]
+                lamp = add_lamp(proc.url, stock=50)
                 orders = []
                 for _ in range(20):  # the same statements again and again, on any server link
                     r = fresh(
