@@ -345,6 +345,7 @@ def test_a_fresh_data_dir_and_its_database_are_private(tmp_path: Path) -> None:
                     assert mode[name] == 0o600, (name, oct(mode[name]))
             assert mode["monolith.db"] == 0o600
             assert mode["cache"] == 0o700
+            assert stat.S_IMODE((data_dir / "cache" / "cache.db").stat().st_mode) == 0o600
     finally:
         os.umask(old)
 

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Literal, Self, TypeVar
 import diskcache
 
 from monolith.errors import CacheUnavailable, NotStarted
-from monolith.files import private_dir
+from monolith.files import private_dir, private_file
 from monolith.logs import get_logger
 from monolith.state import Scope
 from monolith.store.base import Store
@@ -112,6 +112,7 @@ class _Directory:
         # 0700: the directory holds sessions; nobody else on the box may read or write it.
         private_dir(self.path)
         os.chmod(self.path, 0o700)
+        private_file(Path(self.db_file))  # 0600; SQLite gives -wal and -shm the same mode
         self.ident = self._stat()
         self.cache = diskcache.Cache(
             str(self.path),
