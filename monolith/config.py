@@ -12,13 +12,14 @@ import re
 import secrets
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from monolith.errors import ConfigError
 from monolith.files import private_dir
+from monolith.s3url import parse_s3_url
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -28,6 +29,8 @@ DEFAULT_RATE_LIMITS = "login=10/minute,signup=5/minute,orders=60/minute,api=1200
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 #: Where development generates its secret key, under the data dir.
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
+#: Present in the data dir of a warm standby (``monolith standby``): the app serves reads only.
+STANDBY_FILE = "standby.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,37 @@ class ObservabilitySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicationSettings:
+    """Litestream's continuous copy of the SQLite database off the box (``MONOLITH_REPLICA_*``)."""
+
+    # file:///path or s3://BUCKET/PATH?endpoint=URL&region=R; empty: no replication.
+    url: str = ""
+    # How often Litestream reads the WAL and uploads what is new (its monitor- and
+    # sync-interval). A change reaches the replica within `lag_bound` of its commit.
+    sync_seconds: float = 1.0
+    # A full snapshot this often (restores replay the WAL since the newest one).
+    snapshot_hours: int = 24
+    # Snapshots and WAL older than this are deleted from the replica: the point-in-time window.
+    retention_hours: int = 72
+    # The Litestream binary: a path, or a name looked up on PATH.
+    litestream: str = "litestream"
+    # A standby whose copy is older than this is not ready (/health/ready answers 503).
+    standby_max_lag_seconds: float = 30.0
+    # True when the data dir holds a standby's copy (STANDBY_FILE): the app serves reads only.
+    standby: bool = False
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def lag_bound(self) -> float:
+        """How long after its commit a change is in the replica, on a healthy box: Litestream
+        reads the WAL within one interval, uploads within the next, plus a second to upload."""
+        return 2 * self.sync_seconds + 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     env: Env = "development"
     data_dir: Path = Path("var")
@@ -128,6 +162,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    replication: ReplicationSettings = field(default_factory=ReplicationSettings)
     # Where pub/sub lives; empty means "with the database".
     channels_url: str = ""
     metrics_dir: Path | None = None
@@ -206,6 +241,19 @@ def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> in
         raise ConfigError(f"{key}: expected a whole number, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], key: str, default: float, minimum: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a number of seconds, got {raw!r}") from None
+    if not value >= minimum:  # also refuses nan
+        raise ConfigError(f"{key}: must be at least {minimum:g}, got {raw}")
     return value
 
 
@@ -298,6 +346,38 @@ def _secret_key(env: Env, data_dir: Path, given: str) -> str:
     return key
 
 
+def replica_url(raw: str) -> str:
+    """``MONOLITH_REPLICA_URL`` checked: ``file:///absolute/path``, ``s3://...`` or empty."""
+    url = raw.strip()
+    if not url:
+        return ""
+    if url.startswith("s3://"):
+        parse_s3_url(url, "MONOLITH_REPLICA_URL")
+        return url
+    if url.startswith("file://"):
+        path = url.removeprefix("file://")
+        if not path.startswith("/") or path.rstrip("/") == "":
+            raise ConfigError(f"MONOLITH_REPLICA_URL: expected file:///absolute/path, got {url!r}")
+        return url
+    raise ConfigError(
+        f"MONOLITH_REPLICA_URL: expected file:///path or s3://BUCKET/PATH?endpoint=URL, got {url!r}"
+    )
+
+
+def _replication(env_map: Mapping[str, str], data_dir: Path) -> ReplicationSettings:
+    return ReplicationSettings(
+        url=replica_url(env_map.get("MONOLITH_REPLICA_URL", "")),
+        sync_seconds=_seconds(env_map, "MONOLITH_REPLICA_SYNC_SECONDS", 1.0, minimum=0.1),
+        snapshot_hours=_int(env_map, "MONOLITH_REPLICA_SNAPSHOT_HOURS", 24, minimum=1),
+        retention_hours=_int(env_map, "MONOLITH_REPLICA_RETENTION_HOURS", 72, minimum=1),
+        litestream=env_map.get("MONOLITH_LITESTREAM") or "litestream",
+        standby_max_lag_seconds=_seconds(
+            env_map, "MONOLITH_STANDBY_MAX_LAG_SECONDS", 30.0, minimum=1.0
+        ),
+        standby=(data_dir / STANDBY_FILE).exists(),
+    )
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
 ) -> Settings:
@@ -361,6 +441,11 @@ def load_settings(
         == "console"
         else "json",
     )
+    replication = _replication(env_map, data_dir)
+    if replication.standby:
+        # The standby's copy changes under the app, with no write here to invalidate the
+        # cache: product reads go to the copy itself.
+        store = replace(store, cache_products=False)
     jobs = JobSettings(
         concurrency=_int(env_map, "MONOLITH_JOBS_CONCURRENCY", 100, minimum=1),
         lease_seconds=_int(env_map, "MONOLITH_JOBS_LEASE_SECONDS", 30, minimum=1),
@@ -378,6 +463,7 @@ def load_settings(
         security=security,
         log=log,
         jobs=jobs,
+        replication=replication,
         observability=ObservabilitySettings(
             loop_block_ms=_int(env_map, "MONOLITH_LOOP_BLOCK_MS", 100, minimum=1),
             slow_statement_ms=_int(env_map, "MONOLITH_SLOW_STATEMENT_MS", 500, minimum=1),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -28,6 +29,10 @@ from monolith.config import SECRET_KEY_FILE, Settings
 from monolith.database.migrate import available
 from monolith.db import Database
 from monolith.errors import ConfigError
+from monolith.replication import open_replica
+from monolith.replication.litestream import find_litestream
+from monolith.replication.standby import behind, read_standby
+from monolith.replication.status import current_lag, read_status, running
 from monolith.services import build_services
 from monolith.state import SCOPES, HoldsState
 
@@ -263,6 +268,92 @@ def _proxies_check(proxies: tuple[str, ...]) -> Finding:
     return Finding("trusted proxies", "ok", f"X-Forwarded-For believed from {listed}")
 
 
+def _ago(moment: float | None, now: float) -> str:
+    return "never" if moment is None else f"{now - moment:.0f}s ago"
+
+
+def replication_checks(settings: Settings, *, now: float | None = None) -> list[Finding]:
+    """Whether the database is replicated off the box (Litestream), how far behind, the last
+    snapshot; and on a standby, how old its copy is."""
+    now = time.time() if now is None else now
+    rep = settings.replication
+    sqlite = settings.database.url.lower().startswith("sqlite:")
+    found: list[Finding] = []
+    if rep.standby:
+        copy = read_standby(settings.data_dir)
+        late = behind(copy, now) if copy is not None else None
+        if late is None:
+            found.append(Finding("standby", "problem", "standby mode, but no copy restored yet"))
+        else:
+            level: Level = "ok" if late <= rep.standby_max_lag_seconds else "problem"
+            found.append(
+                Finding(
+                    "standby",
+                    level,
+                    f"read-only standby; its copy is {late:.1f}s behind the replica (bound "
+                    f"{rep.standby_max_lag_seconds:g}s); monolith promote makes it primary",
+                )
+            )
+        return found
+    if not rep.configured:
+        if sqlite:
+            found.append(
+                Finding(
+                    "replication",
+                    "warn" if settings.production else "ok",
+                    "off: the database lives only on this box (and its backups); set "
+                    "MONOLITH_REPLICA_URL and run monolith replicate to copy it off the box",
+                )
+            )
+        return found
+    if not sqlite:
+        return [
+            Finding(
+                "replication",
+                "problem",
+                "MONOLITH_REPLICA_URL is set, but Litestream replicates SQLite only; PostgreSQL "
+                "replicates with its own tools",
+            )
+        ]
+    try:
+        replica = open_replica(rep.url)
+        find_litestream(rep.litestream)
+    except ConfigError as exc:
+        return [Finding("replication", "problem", str(exc))]
+    assert replica is not None
+    if replica.scope == "box":
+        found.append(
+            Finding(
+                "replica location",
+                "warn",
+                f"{replica.describe()} is on this box's own disks: losing the box loses it too",
+            )
+        )
+    status = read_status(settings.data_dir)
+    if status is None:
+        found.append(
+            Finding(
+                "replication",
+                "problem",
+                f"to {replica.describe()}, but monolith replicate has not run here",
+            )
+        )
+        return found
+    lag = current_lag(status, now)
+    detail = (
+        f"to {replica.describe()}: lag {lag:.1f}s (bound {rep.lag_bound:g}s), last change "
+        f"replicated {_ago(status.last_replicated_at, now)}, last snapshot "
+        f"{_ago(status.last_snapshot_at, now)}"
+    )
+    if not running(status, now):
+        found.append(
+            Finding("replication", "problem", f"monolith replicate is not running; {detail}")
+        )
+    else:
+        found.append(Finding("replication", "ok" if lag <= rep.lag_bound else "warn", detail))
+    return found
+
+
 def app_state_check(state: Mapping[str, Any]) -> Finding:
     """``app.state`` must hold nothing: each worker process would see its own copy."""
     if not state:
@@ -399,6 +490,7 @@ async def examine(settings: Settings, *, patience: float = 5.0) -> Report:
     holders: dict[str, HoldsState] = {**svc.state, "session key": SessionKey(settings)}
     report.state = state_items(settings, holders)
     report.checks += settings_checks(settings)
+    report.checks += replication_checks(settings)
     report.checks.append(app_state_check(dict(create_app(settings, svc).state)))
     found, started = await reach(svc.state, patience)
     report.checks += found

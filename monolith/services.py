@@ -22,7 +22,8 @@ from monolith.events import EventHub
 from monolith.jobs import Jobs
 from monolith.media import MediaStorage, open_media
 from monolith.observability import Metrics, Observability
-from monolith.observability.sources import cache_families, job_families
+from monolith.observability.sources import cache_families, job_families, replication_families
+from monolith.replication.standby import StandbyMode
 from monolith.sessions import Sessions
 from monolith.state import HoldsState
 from monolith.store import Store, open_store
@@ -86,6 +87,10 @@ class Services(Components):
     #: from the database, limits count per process): readiness stays 200 and says "degraded",
     #: so a load balancer does not drain every instance over a dependency they all share.
     degradable: set[str] = field(default_factory=set)
+    #: On a warm standby's data dir: the copy's age; the app serves reads only.
+    standby: StandbyMode | None = None
+    #: Apply pending migrations at start (never on a standby: its copy comes from the primary).
+    migrate: bool = True
     #: Components started after the database, in order; stopped in reverse.
     components: list[Component] = field(default_factory=list)
     _started: list[Component] = field(default_factory=list)
@@ -94,7 +99,8 @@ class Services(Components):
         """Start the database, apply pending migrations, then start every component."""
         await self.db.start()
         self._started.append(self.db)
-        await migrate(self.db)  # before any component (the job runner) touches the tables
+        if self.migrate:  # before any component (the job runner) touches the tables
+            await migrate(self.db)
         for component in self.components:
             await component.start()
             self._started.append(component)
@@ -149,6 +155,7 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
     )
     observability.sources.append(functools.partial(job_families, jobs))
     observability.sources.append(functools.partial(cache_families, store))
+    observability.sources.append(functools.partial(replication_families, settings))
     services = Services(**vars(components), jobs=jobs)
     # Observability first: it watches the statements and the loop of everything after it.
     # Then the store: jobs (started last) may use it from their first run.
@@ -168,6 +175,12 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
             "metrics": observability,
         }
     )
+    if settings.replication.standby:
+        services.standby = StandbyMode(
+            settings.data_dir, settings.replication.standby_max_lag_seconds
+        )
+        services.migrate = False
+        services.health_checks["standby"] = services.standby.check
     if isinstance(channels, HoldsState):  # every backend of ours is; a foreign one is "absent"
         services.state["pub/sub"] = channels
     return services

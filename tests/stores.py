@@ -16,6 +16,8 @@ from monolith.store import Store, open_store
 
 BACKENDS = ["memory", "disk", pytest.param("redis", marks=pytest.mark.redis)]
 SHARED_BACKENDS = ["disk", pytest.param("redis", marks=pytest.mark.redis)]
+#: Backends whose clock is this process's (a test that travels in time moves their expiry).
+LOCAL_BACKENDS = ["memory", "disk"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,12 @@ def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSpec:
 @pytest.fixture(params=SHARED_BACKENDS)
 def shared_spec(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSpec:
     """Backends shared by processes (memory is per process by design)."""
+    return _spec(request, tmp_path)
+
+
+@pytest.fixture(params=LOCAL_BACKENDS)
+def local_spec(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSpec:
+    """Backends that keep time with this process's wall clock (Redis keeps its own)."""
     return _spec(request, tmp_path)
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import msgspec
 import pytest
+import time_machine
 
 from monolith.cache import Cache, cached
 from monolith.errors import CacheUnavailable
@@ -193,8 +195,6 @@ async def _read_slow(index: int, spec: StoreSpec, start_at: float) -> int:
 
 def test_a_hot_key_is_recomputed_once_across_processes(shared_spec: StoreSpec) -> None:
     # Processes start at different moments; each waits until a shared instant, then all ask.
-    import time
-
     start_at = time.monotonic() + 4.0
     counts = in_processes(3, _read_slow, shared_spec, start_at)
     assert max(counts) == 1
@@ -211,3 +211,106 @@ async def test_optional_bytes_results_keep_none_apart_from_empty(owner: Owner) -
         assert await load_body(owner, 1) == b"\xff raw 1"
         assert await load_body(owner, -1) is None
     assert owner.calls == 2
+
+
+# -- a fill slower than its lock's TTL, across processes ---------------------------------
+
+
+@cached("test-slower-than-lock", ttl=60, strategy="ttl-only")
+async def slower_than_lock(owner: SlowOwner, key: str) -> int:
+    running = await owner.store.incr("running")
+    await owner.store.incr("computations")
+    if running > 1:
+        await owner.store.incr("overlaps")
+    await asyncio.sleep(1.5)  # three times the fill lock's TTL
+    await owner.store.incr("running", -1)
+    return 7
+
+
+async def _read_slower_than_lock(index: int, spec: StoreSpec, start_at: float) -> list[int]:
+    store = spec.open()
+    try:
+        owner = SlowOwner(Cache(store.with_namespace("cache"), lock_ttl=0.5), store)
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        results = await asyncio.gather(*(slower_than_lock(owner, "hot") for _ in range(3)))
+        assert results == [7] * 3
+        return [int(await store.get(k) or b"0") for k in ("computations", "overlaps")]
+    finally:
+        await store.stop()
+
+
+def test_a_fill_slower_than_its_lock_runs_once_and_never_twice_at_once(
+    shared_spec: StoreSpec,
+) -> None:
+    # The holder extends its fill lock while it computes, so the others keep waiting for its
+    # value instead of taking the lock when the first TTL runs out.
+    start_at = time.time() + 4.0
+    results = in_processes(2, _read_slower_than_lock, shared_spec, start_at)
+    assert [computations for computations, _ in results] == [1, 1]
+    assert [overlaps for _, overlaps in results] == [0, 0]
+
+
+# -- early recomputation (XFetch) ---------------------------------------------------------
+
+
+@dataclass
+class EarlyOwner:
+    cache: Cache
+    calls: int = 0
+
+
+@cached("test-early", ttl=60, strategy="ttl-only", beta=1.0)
+async def early_value(owner: EarlyOwner, key: str) -> int:
+    owner.calls += 1
+    await asyncio.sleep(0.05)  # what the computation costs decides how early it recomputes
+    return owner.calls
+
+
+@cached("test-eager", ttl=60, strategy="ttl-only", beta=1e12)
+async def eager_value(owner: EarlyOwner, key: str) -> int:
+    owner.calls += 1
+    await asyncio.sleep(0.01)
+    return owner.calls
+
+
+async def test_early_recomputation_waits_until_expiry_nears(local_spec: StoreSpec) -> None:
+    store = local_spec.open()
+    owner = EarlyOwner(Cache(store.with_namespace("cache")))
+    try:
+        with time_machine.travel(1_000_000, tick=True) as traveller:
+            assert await early_value(owner, "k") == 1
+            # Far from expiry the chance is e^(-59.9 / 0.05) per read: never.
+            for _ in range(50):
+                assert await early_value(owner, "k") == 1
+            # 0.01 s before expiry, a read recomputes with a chance near 0.8: one of twenty does.
+            traveller.shift(59.99 - 0.05)
+            values = [await early_value(owner, "k") for _ in range(20)]
+            assert values[-1] == 2
+            assert owner.calls == 2  # once recomputed, the new entry is far from expiry again
+    finally:
+        await store.delete_all()
+        await store.stop()
+
+
+async def test_early_recomputation_runs_once_while_others_get_the_cached_value(
+    store: Store,
+) -> None:
+    owner = EarlyOwner(Cache(store.with_namespace("cache")))
+    assert await eager_value(owner, "k") == 1
+    # beta is huge, so every read wants to recompute; one takes the fill lock, the others
+    # are answered from the store meanwhile.
+    results = await asyncio.gather(*(eager_value(owner, "k") for _ in range(10)))
+    assert owner.calls == 2
+    assert sorted(results) == [1] * 9 + [2]
+    assert await store.with_namespace("cache").with_namespace("test-eager").exists('["k"]')
+
+
+async def test_plain_entries_carry_no_header_and_are_never_recomputed_early(
+    owner: Owner,
+) -> None:
+    await load_page(owner, 1)
+    stored = await owner.cache.store.with_namespace("test-page").get("[1]")
+    assert stored == b'{"page":1,"raw":"\xff"}'
+    for _ in range(20):
+        await load_page(owner, 1)
+    assert owner.calls == 1

@@ -68,6 +68,8 @@ def test_units_start_the_installed_command() -> None:
     assert setting("monolith.service", "ExecStart") == [f"{INSTALLED} serve"]
     assert setting("monolith-worker.service", "ExecStart") == [f"{INSTALLED} worker"]
     assert setting("monolith-backup.service", "ExecStart")[0].startswith(f"{INSTALLED} backup ")
+    assert setting("monolith-replicate.service", "ExecStart") == [f"{INSTALLED} replicate"]
+    assert setting("monolith-standby.service", "ExecStart") == [f"{INSTALLED} standby"]
 
 
 def test_every_unit_passes_systemd_analyze_verify(units_here: Path) -> None:

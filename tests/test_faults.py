@@ -459,6 +459,7 @@ def test_doctor_warns_when_redis_would_lose_sessions(tmp_path: Path) -> None:
         said = warnings()
         assert any("restart signs every user out" in w for w in said), said
         client = redis.Redis(port=port)
+        client.config_set("dir", str(tmp_path))  # its append-only file goes there
         client.config_set("appendonly", "yes")
         assert warnings() == []
         client.config_set("maxmemory", "100mb")

@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "monolith.state",
             "monolith.patch",
             "monolith.files",
+            "monolith.s3url",
         ),
     ),
     (
@@ -50,6 +51,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "monolith.jobqueue.*",
             "monolith.observability",
             "monolith.observability.*",
+            "monolith.replication",
+            "monolith.replication.*",
         ),
     ),
     (

@@ -17,6 +17,7 @@ import pytest
 from monolith.errors import CacheUnavailable
 from monolith.store import open_store
 from monolith.store.disk import DiskStore
+from monolith.store.redis import RedisStore
 from tests.services import free_port, launch_redis, throwaway_redis
 
 pytestmark = pytest.mark.profile_independent
@@ -40,10 +41,10 @@ async def test_disk_never_unpickles_a_forged_row(tmp_path: Path) -> None:
     payload = pickle.dumps(_Boom(str(proof)))
     with sqlite3.connect(tmp_path / "cache" / "cache.db") as db:
         # MODE_PICKLE = 4: what diskcache would unpickle on read.
-        db.execute("UPDATE Cache SET mode = 4, value = ? WHERE key = ?", (payload, "monolith/k"))
+        db.execute("UPDATE Cache SET mode = 4, value = ? WHERE key = ?", (payload, "monolith:k"))
         db.execute(
             "INSERT INTO Cache (key, raw, store_time, access_time, mode, filename, value)"
-            " VALUES ('monolith/f', 1, 0, 0, 2, '../../../etc/passwd', NULL)"
+            " VALUES ('monolith:f', 1, 0, 0, 2, '../../../etc/passwd', NULL)"
         )
     assert await store.get("k") is None
     assert await store.get("f") is None
@@ -169,3 +170,15 @@ async def test_redis_unreachable_at_start_fails_calls_not_start() -> None:
     with pytest.raises(CacheUnavailable):
         await asyncio.wait_for(store.get("k"), timeout=10)
     await store.stop()
+
+
+def test_redis_with_client_takes_litestars_arguments() -> None:
+    store = RedisStore.with_client(
+        "redis://cache.internal", db=2, port=1234, username="u", password="p@ss"
+    )
+    assert store.namespace == "LITESTAR"
+    assert store.describe() == "redis://cache.internal:1234/2 (shared; LITESTAR)"
+    assert store._client.url == "redis://u:p%40ss@cache.internal:1234/2"
+    assert RedisStore.with_client(namespace="shop").namespace == "shop"
+    with pytest.raises(ValueError, match="namespace"):
+        RedisStore.with_client(namespace=None)

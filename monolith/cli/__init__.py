@@ -20,13 +20,25 @@ from monolith.cli import (
     doctor,
     jobs,
     migrate_data,
+    replication,
     server,
     worker,
 )
 from monolith.errors import MonolithError
 
 #: Command groups, in the order ``--help`` lists them.
-GROUPS = [server, worker, database, db, accounts, jobs, backup, migrate_data, doctor]
+GROUPS = [
+    server,
+    worker,
+    database,
+    db,
+    accounts,
+    jobs,
+    backup,
+    replication,
+    migrate_data,
+    doctor,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

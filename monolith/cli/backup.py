@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 from monolith.cli.common import Progress, add_json_flag, emit, run, settings_from_env, started_db
+from monolith.config import Settings
 from monolith.database import backup
 from monolith.errors import BackupError
+from monolith.replication import open_litestream
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,11 +34,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser(
         "restore",
-        help="put a backup in place in an empty data dir",
+        help="put a backup, or the replica, in place in an empty data dir",
         description="Check the backup file, copy it into place as the database of an empty "
-        "data dir (never over existing data), and check the copy.",
+        "data dir (never over existing data), and check the copy. With --from-replica, "
+        "restore from MONOLITH_REPLICA_URL with Litestream instead: everything the replica "
+        "holds, or its state as of --timestamp; it says which point in time it restored.",
     )
-    p.add_argument("path", type=Path, help="the backup file")
+    p.add_argument("path", type=Path, nargs="?", help="the backup file")
+    p.add_argument("--from-replica", action="store_true", help="restore from MONOLITH_REPLICA_URL")
+    p.add_argument(
+        "--timestamp",
+        type=_timestamp,
+        metavar="T",
+        help="with --from-replica: the database as of T (ISO 8601, e.g. 2026-01-31T12:00:00Z; "
+        "UTC unless it names a zone)",
+    )
     add_json_flag(p)
     p.set_defaults(func=cmd_restore)
 
@@ -93,13 +106,64 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timestamp(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time; use ISO 8601 like 2026-01-31T12:00:00Z"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     settings = settings_from_env()
     target = backup.database_file(settings.database.url)
+    if args.from_replica:
+        if args.path is not None:
+            raise BackupError("give a backup file or --from-replica, not both")
+        return _restore_from_replica(args, settings, target)
+    if args.timestamp is not None:
+        raise BackupError("--timestamp goes with --from-replica")
+    if args.path is None:
+        raise BackupError("which backup? give its path (or --from-replica)")
     info = backup.restore(args.path, settings.data_dir, target)
     emit(
         args,
         _info(info),
         lambda d: f"restore: {args.path} -> {d['path']} (integrity ok); start the app to use it",
+    )
+    return 0
+
+
+def _restore_from_replica(args: argparse.Namespace, settings: Settings, target: Path) -> int:
+    litestream = open_litestream(settings)
+    moment: datetime | None = args.timestamp
+    point = litestream.restored_point(moment)
+    if point is None:
+        when = f" at or before {moment.isoformat()}" if moment else ""
+        raise BackupError(f"{litestream.replica.describe()} holds no backup{when}")
+    info = backup.place(
+        settings.data_dir,
+        target,
+        lambda path: litestream.restore(path, timestamp=moment),
+        litestream.replica.describe(),
+    )
+    generation, created = point
+    emit(
+        args,
+        {
+            **_info(info),
+            "replica": litestream.replica.describe(),
+            "generation": generation,
+            "point_in_time": created.isoformat(),
+            "requested": moment.isoformat() if moment else None,
+        },
+        lambda d: (
+            f"restore: {d['replica']} -> {d['path']} (integrity ok); it holds the database as "
+            f"of {d['point_in_time']} (generation {d['generation']}"
+            + (f", the newest point at or before {d['requested']}" if d["requested"] else "")
+            + "); start the app to use it"
+        ),
     )
     return 0

@@ -14,6 +14,7 @@ import asyncio
 import signal
 
 from monolith.cli.common import run, settings_from_env
+from monolith.errors import ConfigError
 from monolith.logs import get_logger
 from monolith.observability.metrics import enable_multiprocess
 from monolith.services import build_services
@@ -30,6 +31,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = settings_from_env(service=True)
+    if settings.replication.standby:
+        raise ConfigError(
+            f"{settings.data_dir} is a standby's data dir: jobs run after monolith promote"
+        )
     # Job counts go to files that serve's /metrics adds in (MONOLITH_METRICS_PEERS).
     enable_multiprocess(settings.worker_metrics_dir, wipe=False)
 

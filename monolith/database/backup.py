@@ -17,7 +17,7 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -190,21 +190,49 @@ def _in_the_way(data_dir: Path, db_path: Path) -> list[str]:
     return found
 
 
-def restore(source: Path, data_dir: Path, db_path: Path) -> BackupInfo:
-    """Put the backup ``source`` in place as the database ``db_path`` of an empty ``data_dir``."""
-    info = verify(source)  # fail fast, before copying gigabytes of a bad file
+def _check_schema(info: BackupInfo, source: object) -> None:
     newest = max((m.version for m in available("sqlite")), default=0)
     if info.schema_version > newest:
         raise BackupError(
             f"{source}: made by a newer monolith (schema {info.schema_version}, "
             f"this one knows up to {newest}); upgrade first"
         )
+
+
+def self_contained(path: Path) -> None:
+    """Leave the database at ``path`` in rollback-journal mode: one file, with no ``-wal`` or
+    ``-shm`` beside it to lose in a rename (the app switches it back to WAL when it opens it)."""
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute("PRAGMA journal_mode = DELETE").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(f"{path}: damaged: {exc}") from exc
+
+
+def place(
+    data_dir: Path, db_path: Path, write: Callable[[Path], object], source: object
+) -> BackupInfo:
+    """Make ``db_path`` in an empty ``data_dir`` from ``write(path)``, which fills a file that
+    does not exist yet; the result is checked before it takes the database's name. ``source``
+    names where it came from in error messages."""
     in_the_way = _in_the_way(data_dir, db_path)
     if in_the_way:
         shown = ", ".join(in_the_way[:3]) + (" ..." if len(in_the_way) > 3 else "")
         raise BackupError(f"restore goes into an empty data dir only; {data_dir} holds {shown}")
     private_dir(db_path.parent)
     with _staged(db_path) as stage:
-        shutil.copyfile(source, stage.path)  # what lands is checked again after the copy
+        write(stage.path)
+        self_contained(stage.path)
+        _check_schema(verify(stage.path), source)
     assert stage.info is not None
     return stage.info
+
+
+def restore(source: Path, data_dir: Path, db_path: Path) -> BackupInfo:
+    """Put the backup ``source`` in place as the database ``db_path`` of an empty ``data_dir``."""
+    _check_schema(verify(source), source)  # fail fast, before copying gigabytes of a bad file
+    # What lands is checked again after the copy.
+    return place(data_dir, db_path, lambda path: shutil.copyfile(source, path), source)

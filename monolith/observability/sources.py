@@ -16,6 +16,9 @@ from typing import Any
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from monolith.jobqueue.base import STATES
+from monolith.replication.standby import behind, read_standby
+from monolith.replication.status import current_lag, read_status
+from monolith.replication.status import running as is_running
 
 
 async def job_families(jobs: Any) -> Iterable[Metric]:
@@ -68,3 +71,49 @@ async def cache_families(store: Any | None) -> Iterable[Metric]:
     if stats is not None and getattr(stats, "evictions", None) is not None:
         evictions.add_metric([], stats.evictions)
     return [size, evictions]
+
+
+async def replication_families(settings: Any) -> Iterable[Metric]:
+    """Replication off the box (``monolith replicate``'s status file) and a standby's copy.
+
+    ``lag`` is the age of the oldest change not yet in the replica; once the replicator stops
+    updating its status, the status's age counts in (a dead replicator's lag grows).
+    """
+    configured = GaugeMetricFamily(
+        "monolith_replication_configured", "1 when MONOLITH_REPLICA_URL is set, else 0"
+    )
+    running = GaugeMetricFamily(
+        "monolith_replication_running", "1 while monolith replicate updates its status, else 0"
+    )
+    lag = GaugeMetricFamily(
+        "monolith_replication_lag_seconds",
+        "Age of the oldest committed change not yet in the replica (0: it holds everything)",
+    )
+    replicated = GaugeMetricFamily(
+        "monolith_replication_last_replicated_timestamp_seconds",
+        "When a change last reached the replica (Unix time)",
+    )
+    snapshot = GaugeMetricFamily(
+        "monolith_replication_last_snapshot_timestamp_seconds",
+        "When the replica's newest snapshot was taken (Unix time)",
+    )
+    standby = GaugeMetricFamily(
+        "monolith_standby_behind_seconds",
+        "On a warm standby: how far its copy may be behind the replica",
+    )
+    rep = settings.replication
+    configured.add_metric([], 1 if rep.configured else 0)
+    now = time.time()
+    status = read_status(settings.data_dir) if rep.configured else None
+    running.add_metric([], 1 if status is not None and is_running(status, now) else 0)
+    if status is not None:
+        lag.add_metric([], current_lag(status, now))
+        if status.last_replicated_at is not None:
+            replicated.add_metric([], status.last_replicated_at)
+        if status.last_snapshot_at is not None:
+            snapshot.add_metric([], status.last_snapshot_at)
+    copy = read_standby(settings.data_dir) if rep.standby else None
+    late = behind(copy, now) if copy is not None else None
+    if late is not None:
+        standby.add_metric([], late)
+    return [configured, running, lag, replicated, snapshot, standby]

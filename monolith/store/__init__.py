@@ -20,11 +20,11 @@ __all__ = ["TTL", "Scope", "Store", "StoreStats", "open_store"]
 
 
 def open_store(url: str, *, namespace: str = "monolith", **options: Any) -> Store:
-    """A store for ``url`` (not started: the app's lifespan calls ``start``).
+    """A store for ``url``; it opens itself on first use (``start`` opens it eagerly).
 
     ``disk://var/cache`` is relative to the working directory, ``disk:///srv/cache`` absolute;
-    ``redis://host:6379/0?namespace=shop`` prefixes every key with ``shop`` (default
-    ``monolith``).
+    ``redis://host:6379/0?namespace=shop`` prefixes every key with ``shop:`` (default
+    ``monolith``), as Litestar's ``RedisStore(namespace="shop")`` does.
     Options are backend settings (``size_limit_mb``, ``timeout`` for disk; ``timeout``,
     ``connect_timeout`` for Redis); ones a backend does not take are ignored.
     """

@@ -1,20 +1,29 @@
-"""The key/value ``Store`` interface: Litestar's store semantics plus two atomic primitives.
+"""The key/value ``Store`` interface: Litestar's store semantics plus a few atomic primitives.
 
 A store holds bytes under string keys, each with an optional time to live. It is what every
 worker process shares for caches, rate-limit counters, sessions and locks, so each backend
 is correct across processes (memory is the exception: it is per process, for tests).
 
 - Litestar's methods, same meaning: ``get`` (with ``renew_for``), ``set`` (with
-  ``expires_in``), ``delete``, ``delete_all`` (this namespace and its children), ``exists``,
-  ``expires_in``, ``with_namespace``. A store registered in Litestar's ``StoreRegistry`` makes
-  Litestar features that take a store name work across processes.
-- Two atomic primitives, from which rate limiters and locks are built as recipes:
-  ``incr`` (add to an integer, setting the TTL only when the key is created) and ``add``
-  (set only if absent).
+  ``expires_in``, or ``keep_ttl``), ``delete``, ``delete_all`` (this namespace and its
+  children), ``exists``, ``expires_in`` (-1 for a key without expiry, None for a missing key),
+  ``delete_expired``, ``with_namespace``, ``async with``. A store registered in Litestar's
+  ``StoreRegistry`` makes Litestar features that take a store name work across processes.
+- A store starts itself on first use (a flag check); ``start()`` opens it eagerly and
+  ``stop()`` closes it (the next use opens it again).
+- Atomic primitives, from which rate limiters and locks are built as recipes: ``incr`` (add
+  to an integer, setting the TTL only when the key is created), ``add`` (set only if absent),
+  and ``delete_if`` / ``renew_if`` (delete / extend a key only while it holds a given value:
+  what lets a lock be released and extended by its holder alone).
 
-Keys: a namespace is a path of segments (``monolith:sessions``); a key ``k`` in it is stored as
-``monolith:sessions/k``, so no key of a parent can collide with a key of a child, and a
-namespace's ``delete_all`` removes exactly ``<path>/*`` and ``<path>:*``.
+Keys follow Litestar's ``RedisStore``: a key ``k`` of namespace ``shop`` is stored as
+``shop:k``, and the child namespace ``sessions`` of ``shop`` is ``shop_sessions`` (keys
+``shop_sessions:k``), so keys written by Litestar's ``RedisStore`` under the same names are
+read by this one. A namespace's ``delete_all`` removes ``<ns>:*`` and its children's
+``<ns>_*``: a namespace whose name is another's plus ``_…`` is taken for a child of it.
+
+Time is the wall clock (``time.time``), as in Litestar's stores, so tests that travel in time
+(time-machine, freezegun) move expiry on the memory and disk stores.
 
 This module must never serialize values (no pickle, no JSON): callers hand in bytes (or str,
 stored as UTF-8, as Litestar does) and get bytes back. It must never import a driver.
@@ -23,12 +32,12 @@ stored as UTF-8, as Litestar does) and get bytes back. It must never import a dr
 from __future__ import annotations
 
 import abc
-import copy
 import math
 import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from types import TracebackType
 from typing import ClassVar, Literal, Self
 
 from litestar.stores.base import NamespacedStore
@@ -38,7 +47,7 @@ from monolith.state import Scope
 #: A time to live: seconds (int or float) or a timedelta.
 TTL = int | float | timedelta
 
-_SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_CHILD = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +83,6 @@ def ttl_seconds(ttl: TTL | None) -> float | None:
     return seconds
 
 
-def remaining(seconds: float) -> int:
-    """Seconds left as Litestar reports them: whole, rounded up (a fresh 10 s key says 10)."""
-    return max(1, math.ceil(seconds - 1e-6))
-
-
 def as_bytes(value: object) -> bytes:
     """The stored form of a value: bytes as they are, str as UTF-8, anything else refused."""
     if type(value) is bytes:
@@ -92,20 +96,18 @@ def as_bytes(value: object) -> bytes:
     )
 
 
-def namespace_path(namespace: str) -> tuple[str, ...]:
-    """``"a:b"`` -> ``("a", "b")``, each segment checked (letters, digits, ``_.-``)."""
-    path = tuple(namespace.split(":"))
-    for segment in path:
-        check_segment(segment)
-    return path
+def check_root(namespace: str) -> str:
+    """A root namespace is any non-empty name (Litestar's ``RedisStore`` takes any)."""
+    if not namespace or not namespace.isprintable():
+        raise ValueError(f"a namespace is a non-empty printable name, got {namespace!r}")
+    return namespace
 
 
 def check_segment(segment: str) -> None:
-    if not _SEGMENT.fullmatch(segment):
-        raise ValueError(
-            f"a namespace is 1-64 of letters, digits and '_.-', got {segment!r}"
-            " (':' separates nested namespaces)"
-        )
+    """A child namespace name: letters, digits and ``_.-`` (``:`` separates a namespace from
+    its keys, so it would make a child's keys look like its parent's)."""
+    if not _CHILD.fullmatch(segment):
+        raise ValueError(f"a child namespace is letters, digits and '_.-', got {segment!r}")
 
 
 _WINDOW_MEMO = 10_000
@@ -114,30 +116,30 @@ _WINDOW_MEMO = 10_000
 class Store(NamespacedStore):
     """A namespaced, TTL-aware byte store shared by processes (see the module docstring).
 
-    Every namespace view of a store shares one backend connection, opened by :meth:`start`
-    and closed by :meth:`stop` (the app's lifespan calls them on the root store). Backends
-    implement the ``_``-prefixed methods on full keys; validation, namespacing and hit/miss
-    counting live here once.
+    Every namespace view of a store shares one backend connection, opened on first use (or
+    by :meth:`start`) and closed by :meth:`stop`. Backends implement the ``_``-prefixed
+    methods on full keys; validation, namespacing and hit/miss counting live here once.
     """
 
     #: Where the data lives (``doctor`` reports it).
     scope: ClassVar[Scope]
 
     def __init__(self, namespace: str = "monolith") -> None:
-        self._set_path(namespace_path(namespace))
+        self._set_namespace(check_root(namespace))
         self._counters = _Counters()
         self._window_ends: dict[str, float] = {}  # shared by namespace views, like the counters
 
-    def _set_path(self, path: tuple[str, ...]) -> None:
-        self.namespace: str | None = ":".join(path)
-        self._path = path
-        self._prefix = self.namespace + "/"
+    def _set_namespace(self, namespace: str) -> None:
+        self.namespace: str | None = namespace
+        self._prefix = namespace + ":"
+        self._children = namespace + "_"
 
     def with_namespace(self, namespace: str) -> Self:
         """A view of this store in a child namespace; it shares the connection and counters."""
         check_segment(namespace)
-        child = copy.copy(self)
-        child._set_path((*self._path, namespace))
+        child = object.__new__(type(self))
+        child.__dict__.update(self.__dict__)
+        child._set_namespace(self._children + namespace)
         return child
 
     def kept(self, namespace: str) -> Self:
@@ -152,13 +154,28 @@ class Store(NamespacedStore):
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    @abc.abstractmethod
     async def start(self) -> None:
-        """Open the backend (directory, connection pool). Idempotent."""
+        """Open the backend (directory, connection pool) now rather than on first use."""
+        self._open()
+
+    @abc.abstractmethod
+    def _open(self) -> None:
+        """Open the backend if it is not open. Idempotent; called by the first use."""
 
     @abc.abstractmethod
     async def stop(self) -> None:
-        """Close the backend. Idempotent."""
+        """Close the backend (every namespace view's). Idempotent; a later use reopens it."""
+
+    async def __aenter__(self) -> None:
+        await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
 
     @abc.abstractmethod
     async def ping(self) -> None:
@@ -174,9 +191,13 @@ class Store(NamespacedStore):
         operator's words; ``doctor`` warns with them about the sessions. Default: none."""
         return []
 
-    async def cleanup(self) -> int:
-        """Drop expired entries now (the ``maintenance.cleanup`` job calls it); how many."""
+    async def delete_expired(self) -> int:
+        """Drop expired entries now (Litestar's name); how many. Redis expires keys itself."""
         return 0
+
+    async def cleanup(self) -> int:
+        """:meth:`delete_expired`, under the name the ``maintenance.cleanup`` job calls."""
+        return await self.delete_expired()
 
     def stats(self) -> StoreStats:
         return StoreStats(self._counters.hits, self._counters.misses, self._size_bytes())
@@ -195,8 +216,26 @@ class Store(NamespacedStore):
             self._counters.hits += 1
         return value
 
-    async def set(self, key: str, value: str | bytes, expires_in: TTL | None = None) -> None:
-        """Store a value, replacing any; ``expires_in`` None (or 0, as in Litestar) = no expiry."""
+    async def set(
+        self,
+        key: str,
+        value: str | bytes,
+        expires_in: TTL | None = None,
+        keep_ttl: bool = False,
+    ) -> None:
+        """Store a value, replacing any; ``expires_in`` None (or 0, as in Litestar) = no expiry.
+
+        ``keep_ttl``: keep the TTL the key has (none if it is absent), as Redis' ``KEEPTTL``;
+        it cannot be combined with ``expires_in``.
+        """
+        if keep_ttl:
+            if expires_in is not None:
+                raise ValueError(
+                    "Cannot set both 'expires_in' and 'keep_ttl': these options are mutually"
+                    " exclusive"
+                )
+            await self._set_keep_ttl(self._prefix + key, as_bytes(value))
+            return
         await self._set(self._prefix + key, as_bytes(value), ttl_seconds(expires_in or None))
 
     async def delete(self, key: str) -> None:
@@ -204,17 +243,26 @@ class Store(NamespacedStore):
         await self._delete(self._prefix + key)
 
     async def delete_all(self) -> None:
-        """Remove every key of this namespace and of its child namespaces, and nothing else."""
-        assert self.namespace is not None
-        await self._delete_prefixes(self._prefix, self.namespace + ":")
+        """Remove every key of this namespace and of its child namespaces (see the module doc)."""
+        await self._delete_prefixes(self._prefix, self._children)
 
     async def exists(self, key: str) -> bool:
         return await self._expiry(self._prefix + key) is not False
 
     async def expires_in(self, key: str) -> int | None:
-        """Whole seconds (rounded up) until the key expires; None if absent or without a TTL."""
+        """Whole seconds until the key expires, as Litestar's stores count them; -1 for a key
+        without expiry, None for a missing key."""
         expiry = await self._expiry(self._prefix + key)
-        return None if expiry is None or expiry is False else remaining(expiry)
+        if expiry is False:
+            return None
+        if expiry is None:
+            return -1
+        return self._whole_seconds(expiry)
+
+    @staticmethod
+    def _whole_seconds(left: float) -> int:
+        # Litestar's memory and file stores truncate (a fresh 10 s key says 9).
+        return int(left)
 
     # -- atomic primitives ------------------------------------------------------------------
 
@@ -231,6 +279,22 @@ class Store(NamespacedStore):
     async def add(self, key: str, value: str | bytes, expires_in: TTL | None = None) -> bool:
         """Set ``key`` only if it is absent (or expired); True when this call set it."""
         return await self._add(self._prefix + key, as_bytes(value), ttl_seconds(expires_in))
+
+    async def delete_if(self, key: str, value: str | bytes) -> bool:
+        """Delete ``key`` only if it holds ``value``, atomically; True when this call deleted it.
+
+        A lock's release: a holder whose lock expired and was taken by another cannot free it.
+        """
+        return await self._delete_if(self._prefix + key, as_bytes(value))
+
+    async def renew_if(self, key: str, value: str | bytes, expires_in: TTL) -> bool:
+        """Give ``key`` a new TTL only if it holds ``value``, atomically; True when it did.
+
+        A lock's extension: only its holder can keep it.
+        """
+        seconds = ttl_seconds(expires_in)
+        assert seconds is not None
+        return await self._renew_if(self._prefix + key, as_bytes(value), seconds)
 
     async def hit_window(self, key: str, period: int) -> tuple[int, float]:
         """Count one hit of ``key`` in a fixed window of ``period`` seconds that opens with
@@ -284,3 +348,12 @@ class Store(NamespacedStore):
 
     @abc.abstractmethod
     async def _add(self, key: str, value: bytes, ttl: float | None) -> bool: ...
+
+    @abc.abstractmethod
+    async def _set_keep_ttl(self, key: str, value: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def _delete_if(self, key: str, value: bytes) -> bool: ...
+
+    @abc.abstractmethod
+    async def _renew_if(self, key: str, value: bytes, ttl: float) -> bool: ...

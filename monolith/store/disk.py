@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import diskcache
 
-from monolith.errors import CacheUnavailable, NotStarted
+from monolith.errors import CacheUnavailable
 from monolith.files import private_dir, private_file
 from monolith.logs import get_logger
 from monolith.state import Scope
@@ -47,7 +47,8 @@ _DB_NAME = "cache.db"
 _CORRUPT = ("malformed", "not a database")
 _REOPEN = ("readonly", "no such table", "unable to open", "disk i/o")
 _LIVE_ROW = "SELECT rowid, expire_time, value FROM Cache WHERE key = ? AND raw = 1"
-#: A directory that could not be opened is tried again at most this often.
+_LIVE = "key = ? AND raw = 1 AND value = ? AND (expire_time IS NULL OR expire_time > ?)"
+#: A directory that could not be opened (a full disk) is tried again at most this often.
 REOPEN_SECONDS = 1.0
 #: The suffix of the sibling directory of namespaces kept apart from eviction
 #: (:meth:`DiskStore.kept`): ``var/cache`` -> ``var/cache-kept``.
@@ -102,55 +103,37 @@ class _Directory:
         self.cache: diskcache.Cache | None = None
         self.ident: tuple[int, int] | None = None
         self.db_file = str(path / _DB_NAME)  # a str: os.stat on a Path costs twice as much
-        #: Between start and stop; the cache itself may be closed (it could not be opened).
-        self.started = False
         self._failed_at = 0.0
         self._failure = ""
 
     def open(self) -> None:
         self.close()
-        # 0700: the directory holds sessions; nobody else on the box may read or write it.
-        private_dir(self.path)
-        os.chmod(self.path, 0o700)
-        private_file(Path(self.db_file))  # 0600; SQLite gives -wal and -shm the same mode
-        self.ident = self._stat()
-        self.cache = diskcache.Cache(
-            str(self.path),
-            timeout=self.timeout,
-            disk=_BytesDisk,
-            size_limit=self.size_limit,
-            eviction_policy="least-recently-stored" if self.evict else "none",
-            statistics=0,
-            tag_index=0,
-        )
-        self.ident = self._stat()
-
-    def start(self) -> None:
-        """Open now if possible; a directory that cannot be opened (a full disk) is retried
-        on use, at most once per ``REOPEN_SECONDS``, and is a 503 meanwhile, never a failed
-        start: a worker that cannot start would be respawned into a crash loop."""
-        self.started = True
         try:
-            self.open()
+            # 0700: the directory holds sessions; nobody else on the box may read or write it.
+            private_dir(self.path)
+            os.chmod(self.path, 0o700)
+            private_file(Path(self.db_file))  # 0600; SQLite gives -wal and -shm the same mode
+            self.ident = self._stat()
+            self.cache = diskcache.Cache(
+                str(self.path),
+                timeout=self.timeout,
+                disk=_BytesDisk,
+                size_limit=self.size_limit,
+                eviction_policy="least-recently-stored" if self.evict else "none",
+                statistics=0,
+                tag_index=0,
+            )
         except (sqlite3.Error, OSError) as exc:
-            if not (isinstance(exc, sqlite3.DatabaseError) and self._recover_quietly(exc)):
-                self._opening_failed(exc)
-
-    def _recover_quietly(self, exc: sqlite3.DatabaseError) -> bool:
-        try:
-            return self.recover(exc)
-        except (sqlite3.Error, OSError):
-            return False
-
-    def _opening_failed(self, exc: BaseException) -> None:
-        self.close()
-        if not self._failure:
-            log.warning("the disk cache cannot be opened", path=str(self.path), error=str(exc))
-        self._failed_at, self._failure = time.monotonic(), str(exc) or type(exc).__name__
-
-    def stop(self) -> None:
-        self.started = False
-        self.close()
+            # A full disk: diskcache cannot even write its settings. Say so once, and let
+            # callers get a 503 without trying again more than once per REOPEN_SECONDS.
+            if not self._failure:
+                log.warning("the disk cache cannot be opened", path=str(self.path), error=str(exc))
+            self._failed_at, self._failure = time.monotonic(), str(exc) or type(exc).__name__
+            raise
+        if self._failure:
+            log.info("the disk cache is open again", path=str(self.path))
+            self._failure = ""
+        self.ident = self._stat()
 
     def close(self) -> None:
         if self.cache is not None:
@@ -165,31 +148,16 @@ class _Directory:
         return st.st_dev, st.st_ino
 
     def current(self) -> diskcache.Cache:
-        """The open cache, reopened first if ``cache.db`` is no longer the file it has open."""
-        if self.cache is None:
-            if not self.started:
-                raise NotStarted("the store was used before start(); the app lifespan starts it")
-            self._reopen()
-        elif self._stat() != self.ident:
-            self.open()
-        assert self.cache is not None
-        return self.cache
-
-    def _reopen(self) -> None:
-        """Open a directory that could not be opened before, or say why it still cannot."""
-        if time.monotonic() - self._failed_at < REOPEN_SECONDS:
+        """The open cache: opened on first use, reopened if ``cache.db`` is no longer the file
+        it has open."""
+        if self.cache is None and time.monotonic() - self._failed_at < REOPEN_SECONDS:
             raise CacheUnavailable(
                 f"the disk cache at {self.path} cannot be opened: {self._failure}", retry_after=1
             )
-        try:
+        if self.cache is None or self._stat() != self.ident:
             self.open()
-        except (sqlite3.Error, OSError) as exc:
-            self._opening_failed(exc)
-            raise CacheUnavailable(
-                f"the disk cache at {self.path} cannot be opened: {exc}", retry_after=1
-            ) from exc
-        log.info("the disk cache is open again", path=str(self.path))
-        self._failure = ""
+        assert self.cache is not None
+        return self.cache
 
     def recover(self, exc: Exception) -> bool:
         """Reopen after ``exc``; a corrupt file is moved aside first. False: not ours to fix."""
@@ -225,12 +193,13 @@ class DiskStore(Store):
         timeout: float = 1.0,
     ) -> None:
         super().__init__(namespace)
-        root = Path(path).absolute()
-        self._dir = _Directory(root, size_limit_mb * 1024 * 1024, timeout)
+        #: The directory (``shutil.rmtree`` it and the next call starts an empty one).
+        self.path = Path(path).absolute()
+        self._dir = _Directory(self.path, size_limit_mb * 1024 * 1024, timeout)
         # Every directory of this store (the main one, and the kept one once asked for),
-        # shared by all namespace views so that start and stop reach each of them.
+        # shared by all namespace views so that stop reaches each of them.
         self._dirs: list[_Directory] = [self._dir]
-        self._windows = WindowTable(root / "windows.bin")
+        self._windows = WindowTable(self.path / "windows.bin")
 
     def kept(self, namespace: str) -> Self:
         """A child namespace in a directory of its own, ``<path>-kept``, with no size limit:
@@ -239,22 +208,26 @@ class DiskStore(Store):
         child = self.with_namespace(namespace)
         kept = next((d for d in self._dirs if not d.evict), None)
         if kept is None:
-            path = self._dir.path.with_name(self._dir.path.name + KEPT_SUFFIX)
+            path = self.path.with_name(self.path.name + KEPT_SUFFIX)
             kept = _Directory(path, 0, self._dir.timeout, evict=False)
-            if self._dir.started:
-                kept.start()
             self._dirs.append(kept)
         child._dir = kept
         return child
 
-    async def start(self) -> None:
+    def _open(self) -> None:
+        # A directory that cannot be opened now (a full disk) is not a failed start: a worker
+        # that cannot start is respawned into a crash loop. Each use tries again (a 503 until
+        # it works); the failure is logged once.
         for directory in self._dirs:
-            if not directory.started:
-                directory.start()
+            if directory.cache is None:
+                try:
+                    self._run(lambda c: None, directory)
+                except CacheUnavailable:
+                    pass
 
     async def stop(self) -> None:
         for directory in self._dirs:
-            directory.stop()
+            directory.close()
         self._windows.close()
 
     async def ping(self) -> None:
@@ -266,12 +239,9 @@ class DiskStore(Store):
     def describe(self) -> str:
         return f"disk://{self._dir.path} (this box; size limit {self._dir.size_limit >> 20} MB)"
 
-    async def cleanup(self) -> int:
+    async def delete_expired(self) -> int:
         # Writes cull only a few expired rows each; this sweeps them all (indexed on expiry).
-        swept = 0
-        for directory in self._dirs:
-            swept += int(self._run(lambda c: c.expire(), directory))
-        return swept
+        return sum(int(self._run(lambda c: c.expire(), d)) for d in self._dirs)
 
     def _size_bytes(self) -> int | None:
         return int(self._run(lambda c: c.volume()))
@@ -296,8 +266,7 @@ class DiskStore(Store):
     def _recover(self, directory: _Directory, exc: Exception) -> bool:
         try:
             return directory.recover(exc)
-        except (sqlite3.DatabaseError, OSError) as again:
-            directory._opening_failed(again)
+        except (sqlite3.DatabaseError, OSError):
             return False
 
     async def _get(self, key: str, renew: float | None) -> bytes | None:
@@ -366,3 +335,35 @@ class DiskStore(Store):
 
     async def _add(self, key: str, value: bytes, ttl: float | None) -> bool:
         return bool(self._run(lambda c: c.add(key, value, expire=ttl)))
+
+    async def _set_keep_ttl(self, key: str, value: bytes) -> None:
+        def set_keep_ttl(c: diskcache.Cache) -> None:
+            with c.transact():
+                row = c._sql(_LIVE_ROW, (key,)).fetchone()
+                now = time.time()
+                if row is None or (row[1] is not None and row[1] <= now):
+                    c.set(key, value)
+                else:
+                    c._sql(
+                        "UPDATE Cache SET value = ?, store_time = ? WHERE rowid = ?",
+                        (value, now, row[0]),
+                    )
+
+        self._run(set_keep_ttl)
+
+    async def _delete_if(self, key: str, value: bytes) -> bool:
+        # One statement: SQLite runs it under its write lock, so the check and the delete are
+        # one step for every process on the box.
+        cursor = self._run(
+            lambda c: c._sql(f"DELETE FROM Cache WHERE {_LIVE}", (key, value, time.time()))
+        )
+        return bool(cursor.rowcount)
+
+    async def _renew_if(self, key: str, value: bytes, ttl: float) -> bool:
+        def renew(c: diskcache.Cache) -> Any:
+            now = time.time()
+            return c._sql(
+                f"UPDATE Cache SET expire_time = ? WHERE {_LIVE}", (now + ttl, key, value, now)
+            )
+
+        return bool(self._run(renew).rowcount)

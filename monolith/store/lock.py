@@ -1,16 +1,19 @@
-"""A lock held across processes (and boxes, on Redis), built on :meth:`Store.add`.
+"""A lock held across processes (and boxes, on Redis), built on the store's primitives.
 
-``add`` is atomic in every shared backend, so exactly one caller creates the key and holds the
-lock; the key's TTL frees the lock if its holder dies. What it is not: a fencing lock. A holder
-that overruns its TTL may find the lock taken by another; pick a TTL well above the work.
-Release checks the owner token before deleting, so a holder that overran cannot free the next
-holder's lock except in the instant between that check and the delete (the interface has no
-compare-and-delete, on purpose: it stays at Litestar's methods plus ``incr`` and ``add``).
+``add`` is atomic in every shared backend, so exactly one caller creates the key (holding a
+random token) and holds the lock; the key's TTL frees the lock if its holder dies. While the
+holder runs, :func:`keep` extends the TTL every third of it with ``renew_if``, so work longer
+than the TTL keeps the lock; release is ``delete_if`` with the holder's token, so a holder
+whose lock lapsed anyway (its event loop blocked past the TTL) never frees the next holder's.
+
+What it is not: a fencing lock. A holder blocked past its TTL may still be running when the
+next one starts; keep a blocking section well under the TTL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from types import TracebackType
 
@@ -20,6 +23,35 @@ from monolith.store.base import Store
 
 class LockTimeout(StateUnavailable, TimeoutError):
     """The lock stayed held by another owner for longer than the caller would wait."""
+
+
+def new_token() -> bytes:
+    return secrets.token_hex(16).encode()
+
+
+def keep(store: Store, key: str, token: bytes, ttl: float) -> asyncio.Task[None]:
+    """Extend ``key`` to ``ttl`` every ``ttl / 3`` seconds while it holds ``token``; cancel the
+    task when the work is done. It ends by itself once the key is no longer ``token``'s."""
+    return asyncio.get_running_loop().create_task(_keep(store, key, token, ttl))
+
+
+async def _keep(store: Store, key: str, token: bytes, ttl: float) -> None:
+    while True:
+        await asyncio.sleep(ttl / 3)
+        try:
+            if not await store.renew_if(key, token, ttl):
+                return  # lapsed and taken (or deleted): nothing of ours left to keep
+        except StateUnavailable:
+            pass  # the store may be back before the TTL runs out: try again next time
+
+
+async def let_go(store: Store, key: str, token: bytes, keeper: asyncio.Task[None] | None) -> bool:
+    """Stop extending and delete ``key`` if it still holds ``token``; True when it did."""
+    if keeper is not None:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+    return await store.delete_if(key, token)
 
 
 class Lock:
@@ -33,10 +65,11 @@ class Lock:
         self.ttl = ttl
         self.wait = wait
         self.token = b""
+        self._keeper: asyncio.Task[None] | None = None
 
     async def acquire(self, *, blocking: bool = True) -> bool:
         """Take the lock; waits up to ``wait`` seconds (forever if None) unless not blocking."""
-        token = secrets.token_hex(16).encode()
+        token = new_token()
         loop = asyncio.get_running_loop()
         deadline = None if self.wait is None else loop.time() + self.wait
         delay = 0.005
@@ -46,12 +79,16 @@ class Lock:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
         self.token = token
+        self._keeper = keep(self.store, self.key, token, self.ttl)
         return True
 
-    async def release(self) -> None:
-        if self.token and await self.store.get(self.key) == self.token:
-            await self.store.delete(self.key)
-        self.token = b""
+    async def release(self) -> bool:
+        """Free the lock if this holder still has it; False when it had lapsed meanwhile."""
+        token, keeper = self.token, self._keeper
+        self.token, self._keeper = b"", None
+        if not token:
+            return False
+        return await let_go(self.store, self.key, token, keeper)
 
     async def locked(self) -> bool:
         return await self.store.exists(self.key)

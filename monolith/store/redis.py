@@ -2,7 +2,12 @@
 
 Each operation is one command (``GET``, ``SET ... PX``, ``SET ... NX PX``, ``PTTL``) or one
 Lua script where two steps must be one (``incr`` creating a TTL only for a new key, ``get``
-that renews), so ``incr`` and ``add`` are atomic across processes and boxes. ``delete_all``
+that renews, ``delete_if`` / ``renew_if`` comparing the value first), so the primitives are
+atomic across processes and boxes.
+
+It is a Litestar ``RedisStore`` (a subclass, with every method its own): the same key layout
+(``namespace:key``, children ``namespace_child``) and the same ``_redis`` client attribute, so
+code written for Litestar's store, and keys it wrote, work unchanged. ``delete_all``
 walks the namespace with ``SCAN`` (it never blocks Redis the way ``KEYS`` or a scanning
 script would) and is meant for rare bulk invalidations, not request paths.
 
@@ -16,9 +21,10 @@ This module is imported only when a ``redis://`` URL is configured.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
-from typing import Any, ClassVar, Literal, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, ClassVar, Literal, Self, TypeVar, cast
+from urllib.parse import quote, urlsplit, urlunsplit
 
 try:
     import redis.asyncio as aioredis
@@ -34,7 +40,10 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "a redis:// cache URL needs the driver: pip install 'monolith[redis]'"
     ) from exc
 
-from monolith.errors import CacheUnavailable, NotStarted
+from litestar.stores.redis import RedisStore as LitestarRedisStore
+from litestar.types import Empty, EmptyType
+
+from monolith.errors import CacheUnavailable
 from monolith.state import Scope
 from monolith.store.base import Store
 
@@ -54,6 +63,17 @@ if value and redis.call('PTTL', KEYS[1]) > 0 then redis.call('PEXPIRE', KEYS[1],
 return value
 """
 
+# DEL / PEXPIRE only while the key holds the caller's value: a lock freed or kept by its holder.
+_DELETE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_GLOB = re.compile(r"([*?\[\]\\])")
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -64,16 +84,36 @@ def _ms(seconds: float) -> int:
 
 
 class _Client:
-    """The connection pool every namespace view shares; opened by ``start``."""
+    """The connection pool every namespace view shares; made on first use."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeouts: tuple[float, float]) -> None:
         self.url = url
+        self.timeouts = timeouts
         self.redis: aioredis.Redis | None = None
-        self.incr: Any = None
-        self.get_renew: Any = None
+        self.scripts: dict[str, Any] = {}
+
+    def open(self) -> aioredis.Redis:
+        redis = self.redis
+        if redis is None:
+            # Connects on the first command, not here.
+            redis = self.redis = aioredis.Redis.from_url(
+                self.url,
+                decode_responses=False,
+                socket_connect_timeout=self.timeouts[0],
+                socket_timeout=self.timeouts[1],
+                retry=Retry(NoBackoff(), 1),
+            )
+            for name, source in (
+                ("incr", _INCR),
+                ("get_renew", _GET_RENEW),
+                ("delete_if", _DELETE_IF),
+                ("renew_if", _RENEW_IF),
+            ):
+                self.scripts[name] = redis.register_script(source)
+        return redis
 
 
-class RedisStore(Store):
+class RedisStore(Store, LitestarRedisStore):
     scope: ClassVar[Scope] = "shared"
 
     def __init__(
@@ -85,34 +125,62 @@ class RedisStore(Store):
         timeout: float = 2.0,
     ) -> None:
         super().__init__(namespace)
-        self._client = _Client(url)
-        self._timeouts = (connect_timeout, timeout)
+        self._client = _Client(url, (connect_timeout, timeout))
 
-    async def start(self) -> None:
-        client = self._client
-        if client.redis is not None:
-            return
-        client.redis = aioredis.Redis.from_url(
-            client.url,
-            decode_responses=False,
-            socket_connect_timeout=self._timeouts[0],
-            socket_timeout=self._timeouts[1],
-            retry=Retry(NoBackoff(), 1),
-        )
-        client.incr = client.redis.register_script(_INCR)
-        client.get_renew = client.redis.register_script(_GET_RENEW)
+    @classmethod
+    def with_client(
+        cls,
+        url: str = "redis://localhost:6379",
+        *,
+        db: int | None = None,
+        port: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        namespace: str | EmptyType | None = Empty,
+    ) -> Self:
+        """Litestar's constructor: a store on ``url`` with the parts given replaced."""
+        parts = urlsplit(url)
+        user = username if username is not None else parts.username
+        secret = password if password is not None else parts.password
+        auth = ""
+        if user or secret:
+            auth = quote(user or "", safe="") + (":" + quote(secret, safe="") if secret else "")
+            auth += "@"
+        host = parts.hostname or "localhost"
+        netloc = f"{auth}{host}:{port or parts.port or 6379}"
+        path = f"/{db}" if db is not None else parts.path
+        built = urlunsplit((parts.scheme, netloc, path, parts.query, ""))
+        if namespace is None:
+            raise ValueError("this store always has a namespace (delete_all needs one)")
+        return cls(built, namespace="LITESTAR" if namespace is Empty else str(namespace))
+
+    @property
+    def _redis(self) -> aioredis.Redis:
+        """The client (Litestar's attribute); made on first use, so the store starts itself."""
+        return self._client.open()
+
+    @_redis.setter
+    def _redis(self, value: aioredis.Redis) -> None:
+        self._client.redis = value
+
+    def _open(self) -> None:
+        self._client.open()
+
+    async def _shutdown(self) -> None:
+        await self.stop()
 
     async def stop(self) -> None:
         client = self._client
         if client.redis is not None:
             redis, client.redis = client.redis, None
+            client.scripts.clear()
             await redis.aclose()
 
     async def ping(self) -> None:
-        await self._call(self._redis().ping())
+        await self._call(self._redis.ping())
 
     async def retention_risks(self) -> list[str]:
-        redis = self._redis()
+        redis = self._redis
         try:
             config: dict[bytes | str, bytes | str] = {}
             for name in ("save", "appendonly", "maxmemory", "maxmemory-policy"):
@@ -145,10 +213,14 @@ class RedisStore(Store):
             urlunsplit((parts.scheme, netloc, parts.path, "", "")) + f" (shared; {self.namespace})"
         )
 
-    def _redis(self) -> aioredis.Redis:
-        if self._client.redis is None:
-            raise NotStarted("the store was used before start(); the app lifespan starts it")
-        return self._client.redis
+    @staticmethod
+    def _whole_seconds(left: float) -> int:
+        # Litestar's RedisStore answers with TTL, which rounds to the nearest second.
+        return int(left + 0.5)
+
+    def _script(self, name: str) -> Any:
+        self._client.open()
+        return self._client.scripts[name]
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         try:
@@ -158,25 +230,27 @@ class RedisStore(Store):
 
     async def _get(self, key: str, renew: float | None) -> bytes | None:
         if renew is None:
-            return cast("bytes | None", await self._call(self._redis().get(key)))
-        self._redis()
-        result = await self._call(self._client.get_renew(keys=[key], args=[_ms(renew)]))
+            return cast("bytes | None", await self._call(self._redis.get(key)))
+        result = await self._call(self._script("get_renew")(keys=[key], args=[_ms(renew)]))
         return cast("bytes | None", result)
 
     async def _set(self, key: str, value: bytes, ttl: float | None) -> None:
-        await self._call(self._redis().set(key, value, px=None if ttl is None else _ms(ttl)))
+        await self._call(self._redis.set(key, value, px=None if ttl is None else _ms(ttl)))
+
+    async def _set_keep_ttl(self, key: str, value: bytes) -> None:
+        await self._call(self._redis.set(key, value, keepttl=True))
 
     async def _delete(self, key: str) -> None:
-        await self._call(self._redis().delete(key))
+        await self._call(self._redis.delete(key))
 
     async def _delete_prefixes(self, *prefixes: str) -> None:
-        redis = self._redis()
+        redis = self._redis
 
         async def walk() -> None:
             for prefix in prefixes:
                 batch: list[bytes] = []
-                # Namespace segments are [A-Za-z0-9_.-], so the prefix needs no glob escaping.
-                async for key in redis.scan_iter(match=prefix + "*", count=1000):
+                match = _GLOB.sub(r"\\\1", prefix) + "*"
+                async for key in redis.scan_iter(match=match, count=1000):
                     batch.append(key)
                     if len(batch) >= 500:
                         await redis.unlink(*batch)
@@ -187,16 +261,16 @@ class RedisStore(Store):
         await self._call(walk())
 
     async def _expiry(self, key: str) -> float | Literal[False] | None:
-        ms = int(await self._call(self._redis().pttl(key)))
+        ms = int(await self._call(self._redis.pttl(key)))
         if ms == -2:
             return False
         return None if ms < 0 else ms / 1000
 
     async def _incr(self, key: str, amount: int, ttl: float | None) -> int:
-        self._redis()
+        script = self._script("incr")
         try:
             value = await self._call(
-                self._client.incr(keys=[key], args=[amount, 0 if ttl is None else _ms(ttl)])
+                script(keys=[key], args=[amount, 0 if ttl is None else _ms(ttl)])
             )
         except ResponseError as exc:
             raise ValueError(f"the value at {key!r} is not an integer") from exc
@@ -204,6 +278,14 @@ class RedisStore(Store):
 
     async def _add(self, key: str, value: bytes, ttl: float | None) -> bool:
         done = await self._call(
-            self._redis().set(key, value, nx=True, px=None if ttl is None else _ms(ttl))
+            self._redis.set(key, value, nx=True, px=None if ttl is None else _ms(ttl))
         )
         return bool(done)
+
+    async def _delete_if(self, key: str, value: bytes) -> bool:
+        script = self._script("delete_if")
+        return bool(await self._call(script(keys=[key], args=[value])))
+
+    async def _renew_if(self, key: str, value: bytes, ttl: float) -> bool:
+        script = self._script("renew_if")
+        return bool(await self._call(script(keys=[key], args=[value, _ms(ttl)])))

@@ -47,12 +47,15 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         results = await asyncio.gather(*(run(n) for n in svc.health_checks))
         checks = {name: (error or "ok") for name, error in results}
         failed = [name for name, error in results if error]
+        # A standby says how far behind its copy is, ready or not.
+        extra = {"standby": svc.standby.state()} if svc.standby is not None else {}
         if failed and all(name in svc.degradable for name in failed):
             return Response(
                 {
                     "status": "degraded",
                     "detail": "degraded: " + ", ".join(f"{n} ({checks[n]})" for n in failed),
                     "checks": checks,
+                    **extra,
                 }
             )
         if failed:
@@ -61,10 +64,11 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
                     "status_code": 503,
                     "detail": "not ready: " + ", ".join(f"{n} ({checks[n]})" for n in failed),
                     "checks": checks,
+                    **extra,
                 },
                 status_code=503,
                 headers={"Retry-After": "5"},
             )
-        return Response({"status": "ok", "checks": checks})
+        return Response({"status": "ok", "checks": checks, **extra})
 
     return [live, ready]

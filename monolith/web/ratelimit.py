@@ -89,7 +89,7 @@ class RateLimitMiddleware:
             detail = (
                 f"rate limit exceeded: {shown.limit} per {shown.period}s; retry in {shown.reset}s"
             )
-            await _respond(send, 429, detail, shown.headers())
+            await send_error(send, 429, detail, shown.headers())
             return
         extra = [(k.lower().encode(), v.encode()) for k, v in shown.headers()]
 
@@ -116,7 +116,8 @@ class RateLimitMiddleware:
         return "ip:" + client_ip(scope, self.trusted)
 
 
-async def _respond(send: Send, status: int, detail: str, headers: list[tuple[str, str]]) -> None:
+async def send_error(send: Send, status: int, detail: str, headers: list[tuple[str, str]]) -> None:
+    """An error response from raw ASGI middleware, shaped as every other error."""
     body = json.dumps({"status_code": status, "detail": detail}).encode()
     await send(
         {
