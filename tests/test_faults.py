@@ -448,7 +448,7 @@ def test_doctor_warns_when_redis_would_lose_sessions(tmp_path: Path) -> None:
     port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        launch_redis(port, procs)  # --save "" --appendonly no: keeps nothing
+        launch_redis(port, procs, cwd=str(tmp_path))  # --save "" --appendonly no: keeps nothing
         url = f"redis://127.0.0.1:{port}/0"
 
         def warnings() -> list[str]:
@@ -459,7 +459,6 @@ def test_doctor_warns_when_redis_would_lose_sessions(tmp_path: Path) -> None:
         said = warnings()
         assert any("restart signs every user out" in w for w in said), said
         client = redis.Redis(port=port)
-        client.config_set("dir", str(tmp_path))  # its append-only file goes there
         client.config_set("appendonly", "yes")
         assert warnings() == []
         client.config_set("maxmemory", "100mb")
