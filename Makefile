@@ -57,6 +57,8 @@ litestream: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.jobs_throughput
+	$(BIN)/python -m bench.jobs_scaleout
 
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench.run --smoke

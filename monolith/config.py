@@ -68,6 +68,19 @@ class JobSettings:
     poll_seconds: float = 1.0
     # Modules imported at start for the jobs and schedules they register.
     modules: tuple[str, ...] = ()
+    # Finished jobs (done, cancelled) are kept this long, then pruned (failed ones stay).
+    keep_seconds: float = 86400.0
+    # How often the prune schedule runs.
+    prune_seconds: float = 300.0
+    # A running job told to stop that has not returned after this long is stopped.
+    cancel_grace_seconds: float = 5.0
+    # The queues this process's runner takes jobs from (empty: every queue).
+    queues: tuple[str, ...] = ()
+    # Jobs of a queue running at once across every runner (a queue not named: no cap).
+    queue_limits: Mapping[str, int] = field(default_factory=dict)
+    # Which job-running processes run jobs: "every" one, or only the elected "leader" (more
+    # runners measured faster on SQLite too, one writer notwithstanding: docs/BENCHMARKS.md).
+    runners: Literal["every", "leader"] = "every"
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +255,42 @@ def _int(env: Mapping[str, str], key: str, default: int, minimum: int = 0) -> in
     if value < minimum:
         raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
     return value
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(env: Mapping[str, str], key: str, default: float, minimum: float = 0.0) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``1d``."""
+    raw = env.get(key, "").strip().lower()
+    if not raw:
+        return default
+    m = _DURATION.match(raw)
+    if m is None:
+        raise ConfigError(f"{key}: expected a duration such as 90s, 15m, 12h or 1d, got {raw!r}")
+    value = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    if value < minimum:
+        raise ConfigError(f"{key}: must be at least {minimum:g}s, got {raw!r}")
+    return value
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def parse_queue_limits(text: str) -> dict[str, int]:
+    """``"email=2,reports=1"``: at most that many jobs of the queue run at once, everywhere."""
+    limits: dict[str, int] = {}
+    for part in _names(text):
+        name, sep, count = part.partition("=")
+        if not sep or not name.strip() or not count.strip().isdigit() or int(count) < 1:
+            raise ConfigError(
+                f"MONOLITH_JOBS_QUEUE_LIMITS: expected QUEUE=N (N >= 1), comma separated, "
+                f"got {part!r}"
+            )
+        limits[name.strip()] = int(count)
+    return limits
 
 
 def _seconds(env: Mapping[str, str], key: str, default: float, minimum: float) -> float:
@@ -450,8 +499,14 @@ def load_settings(
         concurrency=_int(env_map, "MONOLITH_JOBS_CONCURRENCY", 100, minimum=1),
         lease_seconds=_int(env_map, "MONOLITH_JOBS_LEASE_SECONDS", 30, minimum=1),
         grace_seconds=_int(env_map, "MONOLITH_JOBS_GRACE_SECONDS", 10, minimum=0),
-        modules=tuple(
-            m.strip() for m in env_map.get("MONOLITH_JOBS_MODULES", "").split(",") if m.strip()
+        modules=_names(env_map.get("MONOLITH_JOBS_MODULES", "")),
+        keep_seconds=_duration(env_map, "MONOLITH_JOBS_KEEP", 86400.0),
+        prune_seconds=_duration(env_map, "MONOLITH_JOBS_PRUNE_EVERY", 300.0, minimum=0.1),
+        cancel_grace_seconds=_duration(env_map, "MONOLITH_JOBS_CANCEL_GRACE", 5.0),
+        queues=_names(env_map.get("MONOLITH_JOBS_QUEUES", "")),
+        queue_limits=parse_queue_limits(env_map.get("MONOLITH_JOBS_QUEUE_LIMITS", "")),
+        runners=_choice(  # type: ignore[arg-type]
+            env_map, "MONOLITH_JOBS_RUNNERS", "every", ("every", "leader")
         ),
     )
     return Settings(

@@ -12,8 +12,10 @@ with :meth:`Jobs.enqueue` (inside the caller's transaction when given ``tx``).
 A job accepted by ``enqueue`` is in the database: it runs at least once even if processes die,
 so a job must be safe to run twice. Payloads are JSON (never pickle: a payload crosses
 processes and sits on disk). :class:`Jobs` is the app's component: every process can enqueue
-and inspect; a process built with ``run=True`` also competes in the election, and while it
-leads it runs the runner and the scheduler.
+and inspect; a process built with ``run=True`` runs jobs (every such process, unless
+``MONOLITH_JOBS_RUNNERS=leader``) and competes in the election,
+whose winner runs the scheduler. ``@job(queue="email")`` puts a job in a named queue;
+``queue("email", limit=2)`` caps how many of its jobs run at once across every runner.
 
 This module only re-exports; the code lives in :mod:`monolith.jobqueue` (the registry, the
 component, the queue backends, the runner, the election and the scheduler).
@@ -28,6 +30,7 @@ from monolith.jobqueue.registry import (
     Registry,
     Schedule,
     job,
+    queue,
     runner_id,
     schedule,
 )
@@ -44,6 +47,7 @@ __all__ = [
     "Schedule",
     "job",
     "judge",
+    "queue",
     "runner_id",
     "schedule",
 ]

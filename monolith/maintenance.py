@@ -5,8 +5,9 @@ imported).
   runner runs (``monolith jobs enqueue ops.ping``) and for load tests.
 - ``ops.demo``: a job an admin can trigger to see one go through; logs its payload.
 - ``maintenance.cleanup`` (every 5 minutes): calls ``cleanup()`` on every component that has
-  one (:meth:`Components.cleanables`: the store...), forgets old ``done`` job records and
-  ``Idempotency-Key`` records past their 24 hours.
+  one (:meth:`Components.cleanables`: the store...) and forgets ``Idempotency-Key`` records
+  past their 24 hours. Finished jobs are pruned by the queue's own ``jobs.prune``
+  (:mod:`monolith.jobqueue.pruning`).
 - ``maintenance.optimize`` (daily): refreshes the query planner's statistics.
 
 Jobs here must be safe to run twice: delivery is at least once.
@@ -24,11 +25,6 @@ from monolith.services import Components
 from monolith.web import idempotency
 
 log = structlog.get_logger("monolith.maintenance")
-
-#: How long a succeeded job with a unique key keeps deduplicating that key.
-KEEP_DONE_SECONDS = 24 * 3600
-#: A runner silent this long is forgotten by ``jobs stats``.
-FORGET_RUNNER_SECONDS = 3600
 
 
 @job("ops.ping", max_attempts=1, timeout=None)
@@ -48,12 +44,7 @@ async def cleanup(ctx: JobContext[Components]) -> None:
     for part in ctx.services.cleanables():
         result = await part.cleanup()
         log.info("cleaned up", component=type(part).__name__, result=result)
-    now = time.time()
-    pruned = await ctx.jobs.queue.prune(
-        done_older_than=now - KEEP_DONE_SECONDS, runners_older_than=now - FORGET_RUNNER_SECONDS
-    )
-    log.info("pruned done jobs", count=pruned)
-    forgotten = await idempotency.prune(ctx.services.db, now)
+    forgotten = await idempotency.prune(ctx.services.db, time.time())
     log.info("pruned idempotency keys", count=forgotten)
 
 

@@ -84,3 +84,49 @@ async def test_readiness_reports_the_job_runner(data_dir: Path) -> None:
         r = await client.get("/health/ready")
         assert r.status_code == 200
         assert r.json()["checks"]["jobs"].startswith("ok")
+
+
+async def test_admins_cancel_a_running_job_and_see_it_end_cancelled(data_dir: Path) -> None:
+    async with app_client(make_settings(data_dir)) as client:
+        slow = {"name": "ops.ping", "payload": {"seconds": 120}}
+        [job_id] = (await client.post("/api/admin/jobs", json=slow, headers=ADMIN)).json()["ids"]
+        await _until(client, "running")
+        assert (await client.post(f"/api/admin/jobs/{job_id}/cancel")).status_code == 401
+        r = await client.post(f"/api/admin/jobs/{job_id}/cancel", headers=ADMIN)
+        assert r.status_code == 202
+        assert r.json()["state"] == "running"
+        # ops.ping does not look at ctx.cancelled: its runner stops it after the grace.
+        [cancelled] = await _until(client, "cancelled", within=30)
+        assert cancelled["id"] == job_id
+        r = await client.post(f"/api/admin/jobs/{job_id}/cancel", headers=ADMIN)
+        assert r.status_code == 409
+        r = await client.post("/api/admin/jobs/999999/cancel", headers=ADMIN)
+        assert r.status_code == 404
+
+
+async def test_admins_pause_and_resume_a_queue_and_see_done_jobs(data_dir: Path) -> None:
+    settings = make_settings(data_dir, MONOLITH_JOBS_QUEUE_LIMITS="default=7")
+    async with app_client(settings) as client:
+        r = await client.get("/api/admin/jobs/queues", headers=ADMIN)
+        assert r.status_code == 200
+        [default] = [q for q in r.json()["queues"] if q["name"] == "default"]
+        assert (default["paused"], default["limit"]) == (False, 7)
+        r = await client.post("/api/admin/jobs/queues/default/pause", headers=ADMIN)
+        assert r.status_code == 200
+        assert r.json()["paused"] is True
+        ping = {"name": "ops.ping", "count": 3}
+        ids = (await client.post("/api/admin/jobs", json=ping, headers=ADMIN)).json()["ids"]
+        r = await client.get("/api/admin/jobs/queues", headers=ADMIN)
+        [default] = [q for q in r.json()["queues"] if q["name"] == "default"]
+        assert (default["paused"], default["counts"]["queued"]) == (True, 3)
+        r = await client.post("/api/admin/jobs/queues/default/resume", headers=ADMIN)
+        assert r.json()["paused"] is False
+        deadline = time.monotonic() + 20
+        while len([j for j in await _until(client, "done") if j["id"] in ids]) < 3:
+            assert time.monotonic() < deadline, "the resumed queue's jobs did not run"
+            await asyncio.sleep(0.05)
+        counts = (await client.get("/api/admin/jobs", headers=ADMIN)).json()["counts"]
+        assert counts["done"] >= 3  # kept after success, for the retention period
+        long_name = "q" * 201
+        r = await client.post(f"/api/admin/jobs/queues/{long_name}/pause", headers=ADMIN)
+        assert r.status_code in (400, 422)

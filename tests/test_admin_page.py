@@ -143,7 +143,7 @@ def test_an_operator_signs_in_sees_the_numbers_and_retries_a_failed_job(
     deadline = time.monotonic() + 30
     while True:
         job = httpx.get(f"{server.url}/api/admin/jobs", headers=ADMIN, timeout=5).json()["jobs"]
-        if not any(j["id"] == to_retry for j in job):  # done and forgotten (no unique key)
+        if any(j["id"] == to_retry and j["state"] == "done" for j in job):  # kept, done
             break
         assert time.monotonic() < deadline, f"job {to_retry} did not run after the retry"
         time.sleep(0.2)
@@ -158,6 +158,17 @@ def test_an_operator_signs_in_sees_the_numbers_and_retries_a_failed_job(
     page.wait_for_selector(f'[data-job-row="{to_discard}"]', state="detached", timeout=20_000)
     assert failed_jobs(server) == []
     page.wait_for_selector("#failed-jobs .empty-state")
+
+    # Queues: each with its state and limit; pausing one holds its jobs on every runner.
+    row = page.locator('[data-queue-row="default"]')
+    assert "active" in row.inner_text()
+    page.click('button[data-action="pause"][data-queue="default"]')
+    page.wait_for_selector('button[data-action="resume"][data-queue="default"]', timeout=20_000)
+    queues = httpx.get(f"{server.url}/api/admin/jobs/queues", headers=ADMIN, timeout=5).json()
+    assert [q["paused"] for q in queues["queues"] if q["name"] == "default"] == [True]
+    assert "paused" in row.inner_text()
+    page.click('button[data-action="resume"][data-queue="default"]')
+    page.wait_for_selector('button[data-action="pause"][data-queue="default"]', timeout=20_000)
 
     # The plots come from the samples every worker shares (one per 15 s): a point appears.
     # (p95 has no point for an interval without requests.)

@@ -85,3 +85,26 @@ def test_monolith_is_measured_and_missing_parts_say_why(
     # A case whose monolith side is not there yet is skipped with a reason, never a failure.
     for run in mono.values():
         assert "na" not in run or (run["na"] and not run.get("failed")), run
+
+
+def test_the_job_scale_out_bench_runs_every_measurement(tmp_path: Path) -> None:
+    require_postgres()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.jobs_scaleout", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads((tmp_path / "jobs_scaleout_smoke.json").read_text())
+    assert set(doc["throughput"]) == {
+        f"{db}/{kind}/{n}"
+        for db in ("postgresql", "sqlite")
+        for kind in ("noop", "io_20ms")
+        for n in (1, 2)
+    }
+    assert all(rate > 0 for rate in doc["throughput"].values())
+    for db in ("sqlite", "postgresql"):
+        assert doc[f"pickup_{db}"]["samples"] == 20
+    assert "2 runners vs 1" in proc.stdout

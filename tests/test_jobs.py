@@ -74,12 +74,13 @@ async def test_an_enqueued_job_runs_with_its_payload(make_jobs, registry: Regist
 
     await eventually(ran)
     assert seen == [({"n": 1}, 1)]
-    await eventually(lambda: _gone(jobs, job_id))
+    await eventually(lambda: _done(jobs, job_id))
 
 
-async def _gone(jobs: Jobs, job_id: int | None) -> bool:
+async def _done(jobs: Jobs, job_id: int | None) -> bool:
     assert job_id is not None
-    return await jobs.queue.get(job_id) is None
+    job = await jobs.queue.get(job_id)
+    return job is not None and job.state == "done"
 
 
 async def test_enqueueing_an_unknown_job_is_refused(make_jobs) -> None:
@@ -118,7 +119,7 @@ async def test_a_failing_job_is_retried_then_kept_failed_and_retry_runs_it_again
     )
     healed = True
     assert await jobs.queue.retry(job_id) is not None
-    await eventually(lambda: _gone(jobs, job_id))
+    await eventually(lambda: _done(jobs, job_id))
     assert runs == [1, 2, 3, 1]
 
 
@@ -182,7 +183,8 @@ async def test_stopping_lets_jobs_in_hand_finish(make_jobs, registry: Registry) 
     await asyncio.wait_for(started.wait(), 20)
     await jobs.stop()
     assert finished == [job_id]
-    assert await jobs.db.fetch_val("SELECT COUNT(*) FROM jobs") == 0
+    rows = await jobs.db.fetch_all("SELECT id, state FROM jobs")
+    assert [(row[0], row[1]) for row in rows] == [(job_id, "done")]
 
 
 async def test_stopping_past_the_grace_hands_jobs_back_unharmed(
@@ -306,3 +308,95 @@ def test_health_fails_only_when_due_jobs_wait_without_progress() -> None:
     ok, why = judge(_stats(late, [silent]), now, lease=30)
     assert not ok
     assert "no job runner is alive" in why
+
+
+async def _state(jobs: Jobs, job_id: int | None) -> str | None:
+    assert job_id is not None
+    job = await jobs.queue.get(job_id)
+    return None if job is None else job.state
+
+
+async def test_a_running_job_is_told_to_stop_through_its_context(
+    make_jobs, registry: Registry
+) -> None:
+    started, saw = asyncio.Event(), []
+
+    @registry.job("t.long", max_attempts=5)
+    async def long(ctx: JobContext) -> None:
+        started.set()
+        await asyncio.wait_for(ctx.cancelled.wait(), 60)
+        saw.append(ctx.id)
+
+    jobs = await make_jobs()
+    job_id = await jobs.enqueue("t.long")
+    await asyncio.wait_for(started.wait(), 20)
+    assert (await jobs.queue.cancel(job_id)).state == "running"  # type: ignore[arg-type,union-attr]
+
+    async def cancelled() -> bool:
+        return await _state(jobs, job_id) == "cancelled"
+
+    await eventually(cancelled)
+    assert saw == [job_id]
+    job = await jobs.queue.get(job_id)  # type: ignore[arg-type]
+    assert job is not None
+    assert (job.attempts, job.last_error) == (1, "cancelled (it returned)")
+
+
+async def test_a_job_that_does_not_listen_is_stopped_and_ends_cancelled(
+    make_jobs, registry: Registry
+) -> None:
+    started = asyncio.Event()
+
+    @registry.job("t.deaf", max_attempts=5, timeout=120)
+    async def deaf(ctx: JobContext) -> None:
+        started.set()
+        await asyncio.sleep(120)
+
+    jobs = await make_jobs()
+    job_id = await jobs.enqueue("t.deaf")
+    await asyncio.wait_for(started.wait(), 20)
+    await jobs.queue.cancel(job_id)  # type: ignore[arg-type]
+
+    async def cancelled() -> bool:
+        return await _state(jobs, job_id) == "cancelled"
+
+    await eventually(cancelled, within=30)
+    job = await jobs.queue.get(job_id)  # type: ignore[arg-type]
+    assert job is not None
+    assert "did not return within" in (job.last_error or "")
+
+
+@pytest.fixture
+async def other_db(db: Database, db_url: str) -> AsyncIterator[Database]:
+    """A second connection set to the same database, as another process would have."""
+    database = open_database(db_url)
+    await database.start()
+    yield database
+    await database.stop()
+
+
+async def test_with_every_runner_each_process_runs_jobs_and_one_leads(
+    other_db: Database, make_jobs, registry: Registry
+) -> None:
+    pids: list[int] = []
+
+    @registry.job("t.where")
+    async def where(ctx: JobContext) -> None:
+        await asyncio.sleep(0.05)
+        pids.append(id(ctx.jobs))
+
+    first = await make_jobs(runners="every", concurrency=2)
+    second = await make_jobs(database=other_db, runners="every", concurrency=2)
+
+    async def both_run() -> bool:
+        return first.running_jobs and second.running_jobs and (first.leading or second.leading)
+
+    await eventually(both_run)
+    assert not (first.leading and second.leading)
+    await first.enqueue_many("t.where", [None] * 40)
+
+    async def all_ran() -> bool:
+        return len(pids) == 40
+
+    await eventually(all_ran)
+    assert set(pids) == {id(first), id(second)}

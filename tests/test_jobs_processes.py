@@ -63,7 +63,7 @@ def runs(data_dir: Path) -> list[tuple[int, int, str]]:
 
 
 def ran_in(data_dir: Path) -> int:
-    """The pid of the process that ran the last job (the leader, since only it runs jobs)."""
+    """The pid of the process that ran the last job."""
     return int(_run_lines(data_dir)[-1][3])
 
 
@@ -90,7 +90,10 @@ def eventually(check: Callable[[], bool], within: float, what: str) -> None:
 
 
 def queue_empty(data_dir: Path) -> Callable[[], bool]:
-    return lambda: query(data_dir, "SELECT COUNT(*) FROM jobs")[0][0] == 0
+    """Nothing left to run (finished jobs stay in the table for the retention period)."""
+    return lambda: (
+        query(data_dir, "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")[0][0] == 0
+    )
 
 
 def running(data_dir: Path) -> int:

@@ -94,3 +94,42 @@ def test_concurrent_processes_apply_each_migration_exactly_once(
     ]
     # Every migration was applied by exactly one of the processes.
     assert sorted(applied) == sorted(known)
+
+
+async def test_0006_moves_the_jobs_table_keeping_rows_and_never_reuses_an_id(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = migrations.available
+    db = open_database(db_url)
+    await db.start()
+    try:
+        monkeypatch.setattr(
+            migrations, "available", lambda d: [m for m in shipped(d) if m.version < 6]
+        )
+        await migrations.migrate(db)
+        async with db.transaction() as tx:  # rows as 0003 knew them
+            for state, key in (("queued", "k:q"), ("failed", "k:f"), ("done", "k:d")):
+                await tx.execute(
+                    "INSERT INTO jobs (name, state, run_at, unique_key, created_at, updated_at)"
+                    " VALUES ('t.old', ?, 1, ?, 1, 2)",
+                    (state, key),
+                )
+        monkeypatch.setattr(migrations, "available", shipped)
+        assert [m.version for m in await migrations.migrate(db)] == [6]
+        rows = await db.fetch_all(
+            "SELECT id, state, unique_key, unique_hold, finished_at, rescues FROM jobs ORDER BY id"
+        )
+        assert [tuple(r) for r in rows] == [
+            (1, "queued", "k:q", "k:q", None, 0),
+            (2, "failed", "k:f", None, 2.0, 0),  # a failed job no longer holds its key
+            (3, "done", "k:d", "k:d", 2.0, 0),
+        ]
+        async with db.transaction() as tx:  # the newest goes (pruned); its id stays used
+            await tx.execute("DELETE FROM jobs WHERE id = 3")
+            new_id = await tx.fetch_val(
+                "INSERT INTO jobs (name, run_at, created_at, updated_at) VALUES ('t.new', 1, 1, 1) "
+                "RETURNING id"
+            )
+        assert new_id == 4
+    finally:
+        await db.stop()

@@ -11,7 +11,7 @@ import pytest
 
 from monolith.db import Database, open_database
 from monolith.jobqueue import open_queue
-from monolith.jobqueue.base import JobQueue, NewJob, Outcome, RunnerInfo
+from monolith.jobqueue.base import MAX_RESCUES, JobQueue, Limits, NewJob, Outcome, RunnerInfo
 
 pytestmark = pytest.mark.profile_independent
 
@@ -67,32 +67,74 @@ async def test_claims_take_higher_priority_first_then_the_oldest(queue: JobQueue
     assert [j.id for j in (await queue.claim("w", 2, lease=30)).jobs] == [low_new]
 
 
-async def test_a_delayed_job_waits_until_due_and_the_claim_says_when(queue: JobQueue) -> None:
+async def test_a_delayed_job_waits_until_due_and_next_due_says_when(queue: JobQueue) -> None:
     due = time.time() + 60
     await queue.add(new(run_at=due))
     claimed = await queue.claim("w", 10, lease=30)
     assert claimed.jobs == []
-    assert claimed.next_run_at == pytest.approx(due)
+    assert await queue.next_due() == pytest.approx(due)
 
 
-async def test_a_unique_key_dedupes_while_its_job_exists(queue: JobQueue) -> None:
+async def test_a_unique_key_is_held_while_queued_or_running_and_freed_by_success(
+    queue: JobQueue,
+) -> None:
     first = await queue.add(new(unique_key="k"))
     assert first is not None
     assert await queue.add(new(unique_key="k")) is None
     job = (await queue.claim("w", 10, lease=30)).jobs[0]
+    assert await queue.add(new(unique_key="k")) is None  # running: still held
     await queue.finish("w", [Outcome(job.id)])
-    # Done, but kept so the same key (say, a schedule's fire time) is not run again.
-    assert await queue.add(new(unique_key="k")) is None
-    assert (await queue.get(first)).state == "done"  # type: ignore[union-attr]
-    await queue.prune(done_older_than=time.time() + 1, runners_older_than=0)
-    assert await queue.add(new(unique_key="k")) is not None
+    done = await queue.get(first)
+    assert done is not None
+    assert (done.state, done.unique_key) == ("done", "k")  # kept, showing its key
+    second = await queue.add(new(unique_key="k"))
+    assert second is not None
+    assert second > first
 
 
-async def test_a_job_without_unique_key_is_gone_once_done(queue: JobQueue) -> None:
-    job_id = await queue.add(new())
+async def test_a_unique_key_held_for_a_period_after_success(queue: JobQueue) -> None:
+    first = await queue.add(new(unique_key="k", unique_for=0.5))
+    job = (await queue.claim("w", 10, lease=30)).jobs[0]
+    await queue.finish("w", [Outcome(job.id)])
+    assert await queue.add(new(unique_key="k", unique_for=0.5)) is None
+    deadline = time.monotonic() + 10
+    while (again := await queue.add(new(unique_key="k"))) is None:
+        assert time.monotonic() < deadline, "the hold never ended"
+        await asyncio.sleep(0.05)
+    assert again > first  # type: ignore[operator]
+
+
+async def test_a_failed_or_cancelled_unique_job_lets_go_of_its_key(queue: JobQueue) -> None:
+    failed = await queue.add(new(unique_key="k", max_attempts=1))
     await queue.claim("w", 10, lease=30)
-    await queue.finish("w", [Outcome(job_id)])  # type: ignore[arg-type]
-    assert await queue.get(job_id) is None  # type: ignore[arg-type]
+    await queue.finish("w", [Outcome(failed, error="boom")])  # type: ignore[arg-type]
+    assert (await queue.get(failed)).state == "failed"  # type: ignore[arg-type,union-attr]
+    cancelled = await queue.add(new(unique_key="k"))
+    assert cancelled is not None
+    assert (await queue.cancel(cancelled)).state == "cancelled"  # type: ignore[union-attr]
+    third = await queue.add(new(unique_key="k"))
+    assert third is not None
+    # Retrying the failed one runs it again, but the key stays with the job holding it now.
+    retried = await queue.retry(failed)  # type: ignore[arg-type]
+    assert retried is not None
+    assert retried.state == "queued"
+    assert await queue.add(new(unique_key="k")) is None
+
+
+async def test_a_finished_job_is_kept_until_pruned_and_ids_are_never_reused(
+    queue: JobQueue,
+) -> None:
+    ids = [await queue.add(new()) for _ in range(3)]
+    claimed = (await queue.claim("w", 10, lease=30)).jobs
+    await queue.finish("w", [Outcome(j.id) for j in claimed])
+    assert [j.state for j in await queue.list("done")] == ["done"] * 3
+    assert (await queue.stats()).counts["done"] == 3
+    assert await queue.prune(finished_before=time.time() - 60, runners_older_than=0) == 0
+    assert await queue.prune(finished_before=time.time() + 1, runners_older_than=0) == 3
+    assert await queue.list() == []
+    later = await queue.add(new())
+    assert later is not None
+    assert later > max(i for i in ids if i is not None)
 
 
 async def test_enqueue_commits_and_rolls_back_with_the_callers_transaction(
@@ -124,23 +166,77 @@ async def test_an_expired_lease_is_claimed_again_and_the_old_result_ignored(
     job_id = await queue.add(new())
     await queue.claim("dead", 10, lease=-1)  # its process died: the lease is already over
     again = (await queue.claim("alive", 10, lease=30)).jobs
-    assert [(j.id, j.attempts, j.worker) for j in again] == [(job_id, 2, "alive")]
+    # A rescue: the attempt the dead runner made does not count.
+    assert [(j.id, j.attempts, j.rescues, j.worker) for j in again] == [(job_id, 1, 1, "alive")]
     await queue.finish("dead", [Outcome(job_id, error="late", retry_at=time.time())])  # type: ignore[arg-type]
     job = await queue.get(job_id)  # type: ignore[arg-type]
     assert job is not None
     assert (job.state, job.worker, job.last_error) == ("running", "alive", None)
 
 
-async def test_an_expired_lease_on_the_last_attempt_leaves_the_job_failed(
+async def test_a_job_whose_runner_keeps_dying_is_rescued_a_bounded_number_of_times(
     queue: JobQueue,
 ) -> None:
     job_id = await queue.add(new(max_attempts=1))
-    await queue.claim("dead", 10, lease=-1)
+    for rescue in range(MAX_RESCUES + 1):  # the first run, then MAX_RESCUES rescues
+        [job] = (await queue.claim("dead", 10, lease=-1)).jobs
+        assert (job.attempts, job.rescues) == (1, rescue)
     assert (await queue.claim("alive", 10, lease=30)).jobs == []
     job = await queue.get(job_id)  # type: ignore[arg-type]
     assert job is not None
-    assert job.state == "failed"
-    assert "lease expired" in (job.last_error or "")
+    assert (job.state, job.attempts, job.rescues) == ("failed", 1, MAX_RESCUES + 1)
+    assert "runner stopped without finishing it 4 times" in (job.last_error or "")
+    # A failed job lets go of nothing it should not, and an operator can run it again.
+    assert (await queue.retry(job_id)).rescues == 0  # type: ignore[arg-type,union-attr]
+
+
+async def test_cancel_ends_a_queued_job_and_marks_a_running_one(queue: JobQueue) -> None:
+    waiting = await queue.add(new(run_at=time.time() + 60))
+    running = await queue.add(new())
+    [job] = (await queue.claim("w", 10, lease=30)).jobs
+    assert job.id == running
+    assert (await queue.cancel(waiting)).state == "cancelled"  # type: ignore[arg-type,union-attr]
+    marked = await queue.cancel(running)  # type: ignore[arg-type]
+    assert marked is not None
+    assert (marked.state, marked.cancel_at is not None) == ("running", True)
+    assert await queue.cancels_for("w") == [running]
+    assert await queue.cancels_for("other") == []
+    await queue.finish("w", [Outcome(running, error="cancelled", cancelled=True)])  # type: ignore[arg-type]
+    assert (await queue.get(running)).state == "cancelled"  # type: ignore[arg-type,union-attr]
+    assert await queue.cancel(running) is None  # type: ignore[arg-type]
+    assert (await queue.stats()).counts["cancelled"] == 2
+
+
+async def test_a_paused_queue_hands_out_nothing_until_resumed(
+    queue: JobQueue, other: JobQueue
+) -> None:
+    mail = await queue.add(new(queue="email"))
+    await queue.add(new(queue="default"))
+    await other.pause("email")
+    assert [j.queue for j in (await queue.claim("w", 10, lease=30)).jobs] == ["default"]
+    assert (await queue.claim("w", 10, lease=30)).jobs == []
+    assert await queue.next_due() is None
+    assert (await queue.stats()).oldest_due_at is None  # a paused queue is not a stall
+    states = {q.name: (q.paused, q.counts["queued"]) for q in await queue.queue_states()}
+    assert states == {"default": (False, 0), "email": (True, 1)}
+    await other.pause("email", paused=False)
+    assert [j.id for j in (await queue.claim("w", 10, lease=30)).jobs] == [mail]
+
+
+async def test_a_queue_limit_holds_across_claimers(queue: JobQueue, other: JobQueue) -> None:
+    for _ in range(5):
+        await queue.add(new(queue="email"))
+    caps = Limits(queues={"email": 2})
+    first = await queue.claim("a", 1, lease=30, limits=caps)
+    second = await other.claim("b", 10, lease=30, limits=caps)
+    emails = first.jobs + second.jobs
+    assert [len(first.jobs), len(second.jobs)] == [1, 1]
+    assert (await queue.claim("a", 10, lease=30, limits=caps)).jobs == []
+    # A full capped queue does not keep the jobs of another queue waiting.
+    plain = await queue.add(new(queue="default"))
+    assert [j.id for j in (await other.claim("b", 10, lease=30, limits=caps)).jobs] == [plain]
+    await queue.finish(emails[0].worker, [Outcome(emails[0].id)])  # type: ignore[arg-type]
+    assert len((await other.claim("b", 10, lease=30, limits=caps)).jobs) == 1
 
 
 async def test_a_failure_is_retried_at_its_time_then_kept_failed_with_its_error(
@@ -243,7 +339,7 @@ async def test_heartbeat_keeps_leases_and_stats_show_runners(queue: JobQueue) ->
     assert job.lease_until > time.time()
     assert [j.id for j in (await queue.claim("x", 10, lease=30)).jobs] == [other_id]
     stats = await queue.stats()
-    assert stats.counts == {"queued": 0, "running": 2, "failed": 0, "done": 0}
+    assert stats.counts == {"queued": 0, "running": 2, "done": 0, "failed": 0, "cancelled": 0}
     assert [(r.id, r.pid, r.completed) for r in stats.runners] == [("w", 42, 7)]
     await queue.release("w")
     assert (await queue.stats()).runners == []
@@ -270,6 +366,18 @@ async def test_an_enqueue_in_another_process_wakes_the_listener(
         await queue.wakeup.close()
 
 
+async def test_an_enqueue_wakes_every_listening_runner(queue: JobQueue, other: JobQueue) -> None:
+    await queue.wakeup.listen()
+    await other.wakeup.listen()
+    try:
+        await queue.add(new())
+        assert await queue.wakeup.wait(10) is True
+        assert await other.wakeup.wait(10) is True
+    finally:
+        await queue.wakeup.close()
+        await other.wakeup.close()
+
+
 async def test_only_one_process_leads_until_it_steps_down(queue: JobQueue, other: JobQueue) -> None:
     first, second = queue.election(), other.election()
     try:
@@ -283,3 +391,22 @@ async def test_only_one_process_leads_until_it_steps_down(queue: JobQueue, other
     finally:
         await first.release()
         await second.release()
+
+
+async def test_a_job_asked_to_stop_that_fails_anyway_ends_cancelled(queue: JobQueue) -> None:
+    retrying, failing = await queue.add(new()), await queue.add(new(max_attempts=1))
+    await queue.claim("w", 10, lease=30)
+    for job_id in (retrying, failing):
+        await queue.cancel(job_id)  # type: ignore[arg-type]
+    await queue.finish(
+        "w",
+        [
+            Outcome(retrying, error="boom", retry_at=time.time()),  # type: ignore[arg-type]
+            Outcome(failing, error="boom"),  # type: ignore[arg-type]
+        ],
+    )
+    for job_id in (retrying, failing):
+        job = await queue.get(job_id)  # type: ignore[arg-type]
+        assert job is not None
+        assert (job.state, job.last_error) == ("cancelled", "boom")
+        assert job.finished_at is not None

@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     ls = jobs.add_parser("list", help="list jobs, newest first")
     ls.add_argument("--state", choices=STATES, help="only jobs in this state")
+    ls.add_argument("--queue", help="only jobs of this queue")
     ls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     add_json_flag(ls)
     ls.set_defaults(func=cmd_list)
@@ -32,11 +33,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     st.set_defaults(func=cmd_stats)
 
     for name, verb, func in (
-        ("retry", "run a failed or waiting job again now", cmd_retry),
+        ("retry", "run a failed, cancelled or waiting job again now", cmd_retry),
         ("discard", "delete a job that is not running", cmd_discard),
+        ("cancel", "cancel a queued job, or tell a running one to stop", cmd_cancel),
     ):
         c = jobs.add_parser(name, help=verb)
         c.add_argument("id", type=int, metavar="ID")
+        add_json_flag(c)
+        c.set_defaults(func=func)
+
+    qs = jobs.add_parser("queues", help="queues: paused or not, their limit, jobs per state")
+    add_json_flag(qs)
+    qs.set_defaults(func=cmd_queues)
+
+    for name, verb, func in (
+        ("pause", "stop handing out jobs of a queue, on every runner, until resumed", cmd_pause),
+        ("resume", "hand out jobs of a paused queue again", cmd_resume),
+    ):
+        c = jobs.add_parser(name, help=verb)
+        c.add_argument("queue", metavar="QUEUE")
         add_json_flag(c)
         c.set_defaults(func=func)
 
@@ -46,6 +61,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     enq.add_argument("--count", type=int, default=1, help="how many jobs (default 1)")
     enq.add_argument("--delay", type=float, default=0.0, help="seconds before they are due")
     enq.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
+    enq.add_argument(
+        "--unique-key", help="skip a job whose key is held (queued, running, or kept after success)"
+    )
     add_json_flag(enq)
     enq.set_defaults(func=cmd_enqueue)
 
@@ -71,12 +89,12 @@ def _table(jobs: list[dict[str, Any]]) -> str:
     if not jobs:
         return "no jobs"
     now = time.time()
-    lines = [f"{'ID':>8}  {'STATE':<8} {'TRIES':>5}  {'DUE':>10}  NAME / LAST ERROR"]
+    lines = [f"{'ID':>8}  {'STATE':<9} {'TRIES':>5}  {'DUE':>10}  {'QUEUE':<10} NAME / LAST ERROR"]
     for j in jobs:
         error = f"  {j['last_error'][:80]}" if j["last_error"] else ""
         lines.append(
-            f"{j['id']:>8}  {j['state']:<8} {j['attempts']:>2}/{j['max_attempts']:<2}  "
-            f"{_ago(j['run_at'], now):>10}  {j['name']}{error}"
+            f"{j['id']:>8}  {j['state']:<9} {j['attempts']:>2}/{j['max_attempts']:<2}  "
+            f"{_ago(j['run_at'], now):>10}  {j['queue']:<10} {j['name']}{error}"
         )
     return "\n".join(lines)
 
@@ -84,7 +102,9 @@ def _table(jobs: list[dict[str, Any]]) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     if args.limit < 1:
         return fail("jobs list", "--limit must be at least 1")
-    jobs: list[Job] = _with_jobs(lambda j: j.queue.list(args.state, limit=args.limit))
+    jobs: list[Job] = _with_jobs(
+        lambda j: j.queue.list(args.state, limit=args.limit, queue=args.queue)
+    )
     emit(args, [job.as_dict() for job in jobs], _table)
     return 0
 
@@ -99,6 +119,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             "healthy": healthy,
             "health": reason,
             "runners": [vars(r) if hasattr(r, "__dict__") else _runner(r) for r in stats.runners],
+            "queues": await jobs.queues(),
         }
 
     data = _with_jobs(collect)
@@ -107,6 +128,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         now = time.time()
         lines = ["  ".join(f"{state}={n}" for state, n in d["counts"].items())]
         lines.append(f"health: {d['health']}")
+        for q in d["queues"]:
+            limit = "" if q["limit"] is None else f", limit {q['limit']}"
+            counts = " ".join(f"{k}={v}" for k, v in q["counts"].items() if v)
+            state = "paused" if q["paused"] else "active"
+            lines.append(f"queue {q['name']}: {state}{limit}; {counts or 'empty'}")
         for r in d["runners"]:
             lines.append(
                 f"runner {r['id']}: seen {_ago(r['seen_at'], now)}, "
@@ -122,9 +148,18 @@ def _runner(r: Any) -> dict[str, Any]:
     return {name: getattr(r, name) for name in r.__slots__}
 
 
+_REPAIRS: dict[str, tuple[str, Callable[[Jobs[Any], int], Awaitable[Job | None]]]] = {
+    "retry": ("retried", lambda jobs, job_id: jobs.queue.retry(job_id)),
+    "discard": ("discarded", lambda jobs, job_id: jobs.queue.discard(job_id)),
+    "cancel": ("cancelled", lambda jobs, job_id: jobs.queue.cancel(job_id)),
+}
+
+
 def _repair(args: argparse.Namespace, verb: str) -> int:
+    past, action = _REPAIRS[verb]
+
     async def act(jobs: Jobs[Any]) -> tuple[Job | None, Job | None]:
-        done = await (jobs.queue.retry(args.id) if verb == "retry" else jobs.queue.discard(args.id))
+        done = await action(jobs, args.id)
         return done, (None if done else await jobs.queue.get(args.id))
 
     done, existing = _with_jobs(act)
@@ -132,9 +167,14 @@ def _repair(args: argparse.Namespace, verb: str) -> int:
     if done is None:
         if existing is None:
             return fail(command, f"job {args.id} not found")
-        return fail(command, f"job {args.id} is {existing.state}; it cannot be {verb}ed now")
-    past = "retried" if verb == "retry" else "discarded"
-    emit(args, done.as_dict(), lambda j: f"job {j['id']} ({j['name']}) {past}")
+        return fail(command, f"job {args.id} is {existing.state}; it cannot be {past} now")
+
+    def human(j: dict[str, Any]) -> str:
+        if verb == "cancel" and j["state"] == "running":
+            return f"job {j['id']} ({j['name']}) is running; its runner tells it to stop"
+        return f"job {j['id']} ({j['name']}) {past}"
+
+    emit(args, done.as_dict(), human)
     return 0
 
 
@@ -144,6 +184,49 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def cmd_discard(args: argparse.Namespace) -> int:
     return _repair(args, "discard")
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    return _repair(args, "cancel")
+
+
+def cmd_queues(args: argparse.Namespace) -> int:
+    async def collect(jobs: Jobs[Any]) -> list[dict[str, Any]]:
+        return await jobs.queues()
+
+    def human(rows: list[dict[str, Any]]) -> str:
+        lines = [f"{'QUEUE':<16} {'STATE':<8} {'LIMIT':>5}  JOBS"]
+        for q in rows:
+            counts = "  ".join(f"{k}={v}" for k, v in q["counts"].items())
+            limit = "-" if q["limit"] is None else str(q["limit"])
+            state = "paused" if q["paused"] else "active"
+            lines.append(f"{q['name']:<16} {state:<8} {limit:>5}  {counts}")
+        return "\n".join(lines)
+
+    emit(args, _with_jobs(collect), human)
+    return 0
+
+
+def _pause(args: argparse.Namespace, paused: bool) -> int:
+    queue = args.queue.strip()
+    if not queue or len(queue) > 200:
+        return fail("jobs pause" if paused else "jobs resume", "QUEUE must be 1-200 characters")
+
+    async def act(jobs: Jobs[Any]) -> None:
+        await jobs.queue.pause(queue, paused)
+
+    _with_jobs(act)
+    state = "paused" if paused else "resumed"
+    emit(args, {"queue": queue, "paused": paused}, lambda d: f"queue {d['queue']} {state}")
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _pause(args, True)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _pause(args, False)
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -161,7 +244,12 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             for _ in range(args.count):
                 ids.append(
                     await jobs.enqueue(
-                        args.name, payload, delay=args.delay, priority=args.priority, tx=tx
+                        args.name,
+                        payload,
+                        delay=args.delay,
+                        priority=args.priority,
+                        unique_key=args.unique_key,
+                        tx=tx,
                     )
                 )
         return ids

@@ -5,14 +5,31 @@ decodes a payload (payloads are JSON text, encoded above it in :mod:`monolith.jo
 no connection of its own: every statement goes through the :class:`~monolith.db.Database`, so
 an enqueue can join the caller's write transaction and commit (or roll back) with it.
 
-Delivery is at least once. A claim marks jobs ``running`` under a lease for one worker; the
-worker's heartbeat extends the lease; a job whose lease ran out (its process died) is handed
-out again by the next claim, or kept as ``failed`` when that was its last attempt. Completions
-and failures are written only while the worker still holds the job, so a late result from a
-worker that lost its lease never overwrites the job's newer state.
+Delivery is at least once. A claim marks jobs ``running`` under a lease for one runner; the
+runner's heartbeat extends the lease; a job whose lease ran out (its process died) is handed
+out again by the next claim without using up an attempt (a *rescue*), and after
+:data:`MAX_RESCUES` of those is kept ``failed`` saying so: a job that keeps killing its runner
+stops. Completions and failures are written only while the runner still holds the job, so a
+late result from a runner that lost its lease never overwrites the job's newer state.
+
+States, as Oban and Solid Queue have them: ``queued`` -> ``running`` -> ``done`` | ``failed`` |
+``cancelled`` (or back to ``queued`` for a retry). Finished jobs stay in the table until
+:meth:`JobQueue.prune` removes those older than the retention; ``failed`` ones stay until an
+operator retries or discards them. Ids are never reused (an identity on PostgreSQL,
+AUTOINCREMENT on SQLite), so an id in a log line names one job for good.
+
+A unique key is held while its job is queued or running, and after success for the job's
+``unique_for`` seconds; a failed or cancelled job lets go of it (``unique_hold`` is the held
+copy, ``unique_key`` what the job was enqueued with).
+
+Queues: every job belongs to one (``default`` unless its ``@job`` says). A runner takes jobs of
+the queues it was given; a paused queue (a row in ``job_queues``, so every process sees it and
+it survives restarts) hands out nothing until resumed; a queue or a job name may be capped at
+a number of jobs running at once across every runner.
 
 Backends differ only in how a claim locks (SQLite: the database's one write lock, taken by
-``BEGIN IMMEDIATE``; PostgreSQL: ``FOR UPDATE SKIP LOCKED``) and in how a list of ids is bound.
+``BEGIN IMMEDIATE``; PostgreSQL: ``FOR UPDATE SKIP LOCKED``, plus an advisory lock while a
+claim counts capped jobs) and in how a list of ids is bound.
 """
 
 from __future__ import annotations
@@ -26,23 +43,41 @@ from typing import Any, ClassVar
 from monolith.database.base import Database, Row, Transaction
 from monolith.jobqueue.coordination import Election, Wakeup
 
-STATES = ("queued", "running", "failed", "done")
+STATES = ("queued", "running", "done", "failed", "cancelled")
+#: States a job ends in; retention applies to the first and last.
+FINISHED = ("done", "failed", "cancelled")
+#: Times a job's runner may die holding it before the job is failed instead of run again.
+MAX_RESCUES = 3
 
 _COLUMNS = (
     "id, name, queue, payload, state, priority, run_at, attempts, max_attempts, unique_key, "
-    "worker, lease_until, last_error, created_at, updated_at"
+    "worker, lease_until, last_error, created_at, updated_at, rescues, cancel_at, finished_at"
 )
 _INSERT = (
     "INSERT INTO jobs (name, queue, payload, priority, run_at, max_attempts, unique_key, "
-    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (unique_key) DO NOTHING"
+    "unique_hold, hold_for, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (unique_hold) DO NOTHING"
 )
-# A lease that ran out: its worker died (or hung past the lease). Out of attempts -> failed.
-_REAP = """
+# A done job whose hold on its unique key is over lets go of it (before an add with that key).
+_LET_GO = (
+    "UPDATE jobs SET unique_hold = NULL WHERE unique_hold = ? AND state = 'done' "
+    "AND finished_at + COALESCE(hold_for, 0) <= ?"
+)
+# A lease that ran out: its runner died (a live runner renews its leases). The attempt does
+# not count; a job cancelled meanwhile ends cancelled; the (MAX_RESCUES + 1)th time, failed.
+_GIVE_UP = f"cancel_at IS NULL AND rescues >= {MAX_RESCUES}"
+_ENDS = f"(cancel_at IS NOT NULL OR rescues >= {MAX_RESCUES})"
+_REAP = f"""
 UPDATE jobs SET
-    state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
-    last_error = CASE WHEN attempts >= max_attempts
-        THEN 'the worker running it stopped without finishing it (lease expired)'
+    state = CASE WHEN cancel_at IS NOT NULL THEN 'cancelled'
+        WHEN {_GIVE_UP} THEN 'failed' ELSE 'queued' END,
+    last_error = CASE WHEN {_GIVE_UP} THEN 'its runner stopped without finishing it '
+        || CAST(rescues + 1 AS TEXT) || ' times (lease expired); not run again'
         ELSE last_error END,
+    unique_hold = CASE WHEN {_ENDS} THEN NULL ELSE unique_hold END,
+    finished_at = CASE WHEN {_ENDS} THEN CAST(? AS DOUBLE PRECISION) END,
+    attempts = CASE WHEN {_ENDS} THEN attempts ELSE attempts - 1 END,
+    rescues = rescues + 1,
     run_at = ?, worker = NULL, lease_until = NULL, updated_at = ?
 WHERE state = 'running' AND lease_until < ?
 """
@@ -50,7 +85,10 @@ WHERE state = 'running' AND lease_until < ?
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """A job to add: ``payload`` is JSON text; ``run_at`` is epoch seconds."""
+    """A job to add: ``payload`` is JSON text; ``run_at`` is epoch seconds.
+
+    ``unique_for``: seconds a succeeded job keeps holding ``unique_key`` (None: none).
+    """
 
     name: str
     payload: str
@@ -59,6 +97,7 @@ class NewJob:
     priority: int = 0
     max_attempts: int = 5
     unique_key: str | None = None
+    unique_for: float | None = None
 
     def row(self, now: float) -> tuple[Any, ...]:
         return (
@@ -69,6 +108,8 @@ class NewJob:
             self.run_at,
             self.max_attempts,
             self.unique_key,
+            self.unique_key,
+            self.unique_for,
             now,
             now,
         )
@@ -93,10 +134,15 @@ class Job:
     last_error: str | None
     created_at: float
     updated_at: float
+    #: Times its runner died holding it (each ran it again without using up an attempt).
+    rescues: int = 0
+    #: When a cancel was asked (a running job is told; others end ``cancelled`` at once).
+    cancel_at: float | None = None
+    finished_at: float | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> Job:
-        return cls(*(row[i] for i in range(15)))
+        return cls(*(row[i] for i in range(18)))
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -104,19 +150,34 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How one attempt ended: success (``error`` None), a retry at ``retry_at``, or failed."""
+    """How one attempt ended: success (``error`` None), a retry at ``retry_at``, failed, or
+    ``cancelled`` (the job was told to stop and did, or was stopped)."""
 
     id: int
     error: str | None = None
     retry_at: float | None = None
+    cancelled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """What a claim handed out, and when the next queued job falls due (None: none queued)."""
+    """What a claim handed out (when the next one falls due: :meth:`JobQueue.next_due`)."""
 
     jobs: list[Job]
-    next_run_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps on jobs running at once across every runner, per job name and per queue."""
+
+    names: Mapping[str, int] = field(default_factory=dict)
+    queues: Mapping[str, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.queues)
+
+    def covers(self, name: str, queue: str) -> bool:
+        return name in self.names or queue in self.queues
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +200,15 @@ class QueueStats:
     counts: dict[str, int]
     oldest_due_at: float | None
     runners: list[RunnerInfo] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """One named queue: whether it is paused and its jobs per state."""
+
+    name: str
+    paused: bool
+    counts: dict[str, int]
 
 
 class JobQueue(abc.ABC):
@@ -177,7 +247,7 @@ class JobQueue(abc.ABC):
     _claim_lock: ClassVar[str] = ""
 
     async def _serialize_limited_claims(self, tx: Transaction) -> None:
-        """Make claims that count running jobs per name run one at a time.
+        """Make claims that count running jobs per name or queue run one at a time.
 
         Nothing to do by default: on SQLite every write transaction already holds the lock.
         """
@@ -190,8 +260,11 @@ class JobQueue(abc.ABC):
         if tx is None:
             async with self.db.transaction() as own:
                 return await self.add(job, tx=own)
+        now = time.time()
+        if job.unique_key is not None:
+            await tx.execute(_LET_GO, (job.unique_key, now))
         await self.wakeup.announce(tx)
-        return _int_or_none(await tx.fetch_val(f"{_INSERT} RETURNING id", job.row(time.time())))
+        return _int_or_none(await tx.fetch_val(f"{_INSERT} RETURNING id", job.row(now)))
 
     async def add_many(self, jobs: Iterable[NewJob], *, tx: Transaction | None = None) -> None:
         """Add many jobs in one statement batch (ids are not reported)."""
@@ -199,6 +272,10 @@ class JobQueue(abc.ABC):
             async with self.db.transaction() as own:
                 return await self.add_many(jobs, tx=own)
         now = time.time()
+        jobs = list(jobs)
+        keys = [(job.unique_key, now) for job in jobs if job.unique_key is not None]
+        if keys:
+            await tx.execute_many(_LET_GO, keys)
         await self.wakeup.announce(tx)
         await tx.execute_many(_INSERT, [job.row(now) for job in jobs])
 
@@ -211,112 +288,188 @@ class JobQueue(abc.ABC):
         *,
         lease: float,
         queues: Sequence[str] | None = None,
-        limits: Mapping[str, int] | None = None,
+        limits: Limits | Mapping[str, int] | None = None,
+        reap: bool = True,
     ) -> Claimed:
         """Lease up to ``limit`` due jobs to ``worker``, highest priority then oldest first.
 
-        ``limits`` caps how many jobs of a name may run at once across every worker; the
-        count and the claim happen in one serialized transaction so the cap holds.
+        Only jobs of ``queues`` (None: every queue) that are not paused. ``limits`` caps how
+        many jobs of a name or a queue may run at once across every runner: while none of
+        those is due, a claim is one statement that leaves them out; otherwise counting and
+        claiming happen under one lock so the caps hold. ``reap``: first hand back the jobs
+        of runners whose leases ran out (a runner does it about once a second).
         """
-        limits = dict(limits or {})
+        caps = limits if isinstance(limits, Limits) else Limits(names=dict(limits or {}))
         async with self.db.transaction() as tx:
             now = time.time()
-            if limits:
-                await self._serialize_limited_claims(tx)
-            await tx.execute(_REAP, (now, now, now))
-            where, params = ["state = 'queued'", "run_at <= ?"], [now]
+            if reap:
+                await tx.execute(_REAP, (now, now, now, now))
+            where, params = ["state = 'queued'", _NOT_PAUSED], []
             if queues is not None:
                 cond, values = self._in("queue", list(queues))
                 where.append(cond)
                 params += values
-            room = await self._room(tx, limits)
-            full = [name for name, free in room.items() if free <= 0]
-            if full:
-                cond, values = self._in("name", full)
-                where.append(f"NOT {cond}")
-                params += values
-            # Fetch extra candidates when some names are capped, since some may be skipped.
-            fetch = limit * 2 if room else limit
-            candidates = await tx.fetch_all(
-                f"SELECT id, name FROM jobs WHERE {' AND '.join(where)} "
-                f"ORDER BY priority DESC, run_at, id LIMIT {int(fetch)}{self._claim_lock}",
-                params,
-            )
-            chosen: list[int] = []
-            for row in candidates:
-                name = row[1]
-                if name in room:
-                    if room[name] <= 0:
-                        continue
-                    room[name] -= 1
-                chosen.append(int(row[0]))
-                if len(chosen) >= limit:
-                    break
-            jobs: list[Job] = []
-            if chosen:
-                cond, values = self._in("id", chosen)
+            capped, capped_params = self._capped(caps)
+            due = f"{' AND '.join(where)} AND run_at <= ?"
+            if capped and await tx.fetch_val(
+                f"SELECT 1 FROM jobs WHERE {due} AND {capped} LIMIT 1",
+                [*params, now, *capped_params],
+            ):
+                jobs = await self._claim_capped(tx, worker, limit, lease, now, where, params, caps)
+            else:
                 rows = await tx.fetch_all(
                     "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = ?, "
-                    f"lease_until = ?, updated_at = ? WHERE {cond} RETURNING {_COLUMNS}",
-                    [worker, now + lease, now, *values],
+                    "lease_until = ?, updated_at = ? WHERE id IN (SELECT id FROM jobs WHERE "
+                    f"{due}{f' AND NOT {capped}' if capped else ''} ORDER BY priority DESC, "
+                    f"run_at, id LIMIT {int(limit)}{self._claim_lock}) RETURNING {_COLUMNS}",
+                    [worker, now + lease, now, *params, now, *capped_params],
                 )
                 jobs = sorted(map(Job.from_row, rows), key=lambda j: (-j.priority, j.run_at, j.id))
-            next_run_at = None
-            if len(jobs) < limit:
-                next_run_at = await tx.fetch_val(
-                    "SELECT MIN(run_at) FROM jobs WHERE state = 'queued'"
-                )
-        return Claimed(jobs, None if next_run_at is None else float(next_run_at))
+        return Claimed(jobs)
 
-    async def _room(self, tx: Transaction, limits: Mapping[str, int]) -> dict[str, int]:
-        if not limits:
-            return {}
-        cond, values = self._in("name", list(limits))
-        rows = await tx.fetch_all(
-            f"SELECT name, COUNT(*) FROM jobs WHERE state = 'running' AND {cond} GROUP BY name",
-            values,
+    async def next_due(self, queues: Sequence[str] | None = None) -> float | None:
+        """When the next job of ``queues`` (None: any) falls due, among those not due yet
+        (due ones left behind are capped or were skipped: a finish, or the poll, wakes the
+        runner for those). A read outside the claim, so claimed jobs start first."""
+        where, params = ["state = 'queued'", _NOT_PAUSED, "run_at > ?"], [time.time()]
+        if queues is not None:
+            cond, values = self._in("queue", list(queues))
+            where.append(cond)
+            params += values
+        value = await self.db.fetch_val(
+            f"SELECT MIN(run_at) FROM jobs WHERE {' AND '.join(where)}", params
         )
-        running = {row[0]: int(row[1]) for row in rows}
-        return {name: cap - running.get(name, 0) for name, cap in limits.items()}
+        return None if value is None else float(value)
 
-    async def finish(self, worker: str, outcomes: Sequence[Outcome]) -> None:
+    def _capped(self, caps: Limits) -> tuple[str, list[Any]]:
+        """The condition "a capped name or queue" and its parameters ("" when nothing is)."""
+        conds, params = [], []
+        for column, limits in (("name", caps.names), ("queue", caps.queues)):
+            if limits:
+                cond, values = self._in(column, list(limits))
+                conds.append(cond)
+                params += values
+        return (f"({' OR '.join(conds)})" if conds else ""), params
+
+    async def _claim_capped(
+        self,
+        tx: Transaction,
+        worker: str,
+        limit: int,
+        lease: float,
+        now: float,
+        where: list[str],
+        params: list[Any],
+        caps: Limits,
+    ) -> list[Job]:
+        """A claim while capped jobs are due: count, pick within the caps, and claim."""
+        where, params = list(where), list(params)
+        # First without the lock: leave out what is full already, so a full capped queue at
+        # the head cannot keep the jobs behind it waiting.
+        room = await self._room(tx, caps)
+        for (column, value), free in room.items():
+            if free <= 0:
+                cond, values = self._in(column, [value])
+                where.append(f"NOT {cond}")
+                params += values
+        # Fetch extra candidates, since some may be skipped for their caps.
+        candidates = await tx.fetch_all(
+            f"SELECT id, name, queue FROM jobs WHERE {' AND '.join(where)} AND run_at <= ? "
+            f"ORDER BY priority DESC, run_at, id LIMIT {int(limit * 2)}{self._claim_lock}",
+            [*params, now],
+        )
+        if any(caps.covers(row[1], row[2]) for row in candidates):
+            await self._serialize_limited_claims(tx)
+            room = await self._room(tx, caps)  # counted again, under the lock
+        chosen: list[int] = []
+        for row in candidates:
+            taken = [k for k in (("name", row[1]), ("queue", row[2])) if k in room]
+            if any(room[k] <= 0 for k in taken):
+                continue
+            for k in taken:
+                room[k] -= 1
+            chosen.append(int(row[0]))
+            if len(chosen) >= limit:
+                break
+        if not chosen:
+            return []
+        cond, values = self._in("id", chosen)
+        rows = await tx.fetch_all(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = ?, "
+            f"lease_until = ?, updated_at = ? WHERE {cond} RETURNING {_COLUMNS}",
+            [worker, now + lease, now, *values],
+        )
+        return sorted(map(Job.from_row, rows), key=lambda j: (-j.priority, j.run_at, j.id))
+
+    async def _room(self, tx: Transaction, caps: Limits) -> dict[tuple[str, str], int]:
+        """Free slots per capped name and queue: ``{("name" | "queue", value): free}``."""
+        room: dict[tuple[str, str], int] = {}
+        for column, limits in (("name", caps.names), ("queue", caps.queues)):
+            if not limits:
+                continue
+            cond, values = self._in(column, list(limits))
+            rows = await tx.fetch_all(
+                f"SELECT {column}, COUNT(*) FROM jobs WHERE state = 'running' AND {cond} "
+                f"GROUP BY {column}",
+                values,
+            )
+            running = {row[0]: int(row[1]) for row in rows}
+            for value, cap in limits.items():
+                room[(column, value)] = cap - running.get(value, 0)
+        return room
+
+    async def finish(self, worker: str, outcomes: Sequence[Outcome], *, wake: bool = False) -> None:
         """Record how attempts ended, in one transaction, for jobs ``worker`` still holds.
 
-        A succeeded job is deleted, unless it has a unique key: then it stays ``done`` so the
-        key keeps deduplicating until :meth:`prune` removes it.
+        A succeeded job stays ``done`` (until pruned), holding its unique key only when it was
+        enqueued with ``unique_for``. ``wake``: tell every runner (a capped slot came free).
         """
         if not outcomes:
             return
         now = time.time()
-        done = [o.id for o in outcomes if o.error is None]
+        done = [o.id for o in outcomes if o.error is None and not o.cancelled]
         retry = [
-            (o.retry_at, o.error, now, o.id, worker) for o in outcomes if o.error and o.retry_at
+            (o.retry_at, o.error, now, now, o.id, worker)
+            for o in outcomes
+            if o.error and o.retry_at and not o.cancelled
         ]
-        dead = [(o.error, now, o.id, worker) for o in outcomes if o.error and o.retry_at is None]
+        dead = [
+            ("cancelled" if o.cancelled else "failed", o.error, now, now, o.id, worker)
+            for o in outcomes
+            if o.cancelled or (o.error and o.retry_at is None)
+        ]
         async with self.db.transaction() as tx:
             if done:
                 cond, values = self._in("id", done)
-                mine = f"{cond} AND worker = ? AND state = 'running'"
                 await tx.execute(
                     "UPDATE jobs SET state = 'done', worker = NULL, lease_until = NULL, "
-                    f"updated_at = ? WHERE {mine} AND unique_key IS NOT NULL",
-                    [now, *values, worker],
+                    "updated_at = ?, finished_at = ?, unique_hold = CASE WHEN hold_for > 0 "
+                    f"THEN unique_hold END WHERE {cond} AND worker = ? AND state = 'running'",
+                    [now, now, *values, worker],
                 )
-                await tx.execute(f"DELETE FROM jobs WHERE {mine}", [*values, worker])
+            # A job asked to stop (cancel_at) that failed before its runner told it ends
+            # cancelled, not retried or failed: the cancel is final.
             if retry:
                 await tx.execute_many(
-                    "UPDATE jobs SET state = 'queued', run_at = ?, last_error = ?, worker = NULL, "
-                    "lease_until = NULL, updated_at = ? WHERE id = ? AND worker = ? "
-                    "AND state = 'running'",
+                    "UPDATE jobs SET run_at = ?, last_error = ?, worker = NULL, "
+                    "lease_until = NULL, updated_at = ?, "
+                    "state = CASE WHEN cancel_at IS NULL THEN 'queued' ELSE 'cancelled' END, "
+                    "finished_at = CASE WHEN cancel_at IS NOT NULL "
+                    "THEN CAST(? AS DOUBLE PRECISION) END, "
+                    "unique_hold = CASE WHEN cancel_at IS NULL THEN unique_hold END "
+                    "WHERE id = ? AND worker = ? AND state = 'running'",
                     retry,
                 )
             if dead:
                 await tx.execute_many(
-                    "UPDATE jobs SET state = 'failed', last_error = ?, worker = NULL, "
-                    "lease_until = NULL, updated_at = ? WHERE id = ? AND worker = ? "
-                    "AND state = 'running'",
+                    "UPDATE jobs SET state = CASE WHEN cancel_at IS NULL THEN ? "
+                    "ELSE 'cancelled' END, last_error = ?, worker = NULL, "
+                    "lease_until = NULL, unique_hold = NULL, updated_at = ?, finished_at = ? "
+                    "WHERE id = ? AND worker = ? AND state = 'running'",
                     dead,
                 )
+            if wake:
+                await self.wakeup.announce(tx)
 
     async def heartbeat(self, runner: RunnerInfo, *, lease: float) -> None:
         """Extend the leases of every job ``runner`` holds and record that it is alive."""
@@ -342,11 +495,20 @@ class JobQueue(abc.ABC):
                 ),
             )
 
+    async def cancels_for(self, worker: str) -> list[int]:
+        """Ids of the jobs ``worker`` runs that were asked to stop (a read; usually none)."""
+        rows = await self.db.fetch_all(
+            "SELECT id FROM jobs WHERE worker = ? AND state = 'running' AND cancel_at IS NOT NULL",
+            (worker,),
+        )
+        return [int(row[0]) for row in rows]
+
     async def release(self, worker: str, ids: Sequence[int] | None = None) -> int:
         """Hand back jobs ``worker`` holds (all when ``ids`` is None) to run again soon.
 
-        The attempt does not count: the job did not fail, its worker is stopping. With
-        ``ids`` None the runner's own record goes too.
+        The attempt does not count: the job did not fail, its worker is stopping. A job
+        asked to stop ends ``cancelled`` instead. With ``ids`` None the runner's own record
+        goes too.
         """
         now = time.time()
         where, params = "worker = ? AND state = 'running'", [worker]
@@ -357,9 +519,13 @@ class JobQueue(abc.ABC):
             where, params = f"{where} AND {cond}", [worker, *values]
         async with self.db.transaction() as tx:
             count = await tx.execute(
-                "UPDATE jobs SET state = 'queued', attempts = attempts - 1, worker = NULL, "
+                "UPDATE jobs SET state = CASE WHEN cancel_at IS NULL THEN 'queued' "
+                "ELSE 'cancelled' END, finished_at = CASE WHEN cancel_at IS NOT NULL "
+                "THEN CAST(? AS DOUBLE PRECISION) END, "
+                "unique_hold = CASE WHEN cancel_at IS NULL THEN unique_hold END, "
+                "attempts = attempts - 1, worker = NULL, "
                 f"lease_until = NULL, run_at = ?, updated_at = ? WHERE {where}",
-                [now, now, *params],
+                [now, now, now, *params],
             )
             if ids is None:
                 await tx.execute("DELETE FROM job_runners WHERE id = ?", (worker,))
@@ -371,41 +537,79 @@ class JobQueue(abc.ABC):
         row = await self.db.fetch_one(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return None if row is None else Job.from_row(row)
 
-    async def list(self, state: str | None = None, *, limit: int = 100) -> list[Job]:
-        """Jobs, newest first, optionally of one state."""
-        where, params = ("WHERE state = ?", [state]) if state else ("", [])
+    async def list(
+        self, state: str | None = None, *, limit: int = 100, queue: str | None = None
+    ) -> list[Job]:
+        """Jobs, newest first, optionally of one state and one queue."""
+        conds, params = [], []
+        if state:
+            conds.append("state = ?")
+            params.append(state)
+        if queue:
+            conds.append("queue = ?")
+            params.append(queue)
+        where = f"WHERE {' AND '.join(conds)}" if conds else ""
         rows = await self.db.fetch_all(
             f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT {int(limit)}", params
         )
         return [Job.from_row(row) for row in rows]
 
     async def retry(self, job_id: int) -> Job | None:
-        """Run a failed (or waiting) job again now with fresh attempts; None if it cannot be."""
+        """Run a failed, cancelled (or waiting) job again now with fresh attempts; None if it
+        cannot be. It takes its unique key back unless another job holds it now."""
         now = time.time()
+        return await self._change_one(
+            "UPDATE jobs SET state = 'queued', attempts = 0, rescues = 0, cancel_at = NULL, "
+            "finished_at = NULL, run_at = ?, updated_at = ?, unique_hold = CASE WHEN "
+            "unique_key IS NULL OR EXISTS (SELECT 1 FROM jobs AS other WHERE "
+            "other.unique_hold = jobs.unique_key AND other.id <> jobs.id) THEN unique_hold "
+            "ELSE unique_key END "
+            f"WHERE id = ? AND state IN ('failed', 'cancelled', 'queued') RETURNING {_COLUMNS}",
+            (now, now, job_id),
+            wake=True,
+        )
+
+    async def _change_one(
+        self, sql: str, params: Sequence[Any], *, wake: bool = False
+    ) -> Job | None:
+        """Run one statement that returns the job it changed; that job, or None."""
         async with self.db.transaction() as tx:
-            row = await tx.fetch_one(
-                "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?, updated_at = ? "
-                f"WHERE id = ? AND state IN ('failed', 'queued') RETURNING {_COLUMNS}",
-                (now, now, job_id),
-            )
-            await self.wakeup.announce(tx)
+            row = await tx.fetch_one(sql, params)
+            if wake and row is not None:
+                await self.wakeup.announce(tx)
         return None if row is None else Job.from_row(row)
 
     async def discard(self, job_id: int) -> Job | None:
         """Delete a job that is not running; the deleted job, or None if it cannot be."""
-        async with self.db.transaction() as tx:
-            row = await tx.fetch_one(
-                f"DELETE FROM jobs WHERE id = ? AND state <> 'running' RETURNING {_COLUMNS}",
-                (job_id,),
-            )
-        return None if row is None else Job.from_row(row)
+        return await self._change_one(
+            f"DELETE FROM jobs WHERE id = ? AND state <> 'running' RETURNING {_COLUMNS}", (job_id,)
+        )
+
+    async def cancel(self, job_id: int) -> Job | None:
+        """Cancel a queued or running job; the job as it is now, or None if it cannot be.
+
+        A queued one ends ``cancelled`` at once. A running one is marked: its runner tells
+        the job (``ctx.cancelled``) within a second and stops it if it does not listen; it
+        then ends ``cancelled``. Either way it lets go of its unique key and never retries.
+        """
+        now = time.time()
+        return await self._change_one(
+            "UPDATE jobs SET cancel_at = ?, updated_at = ?, "
+            "state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END, "
+            "finished_at = CASE WHEN state <> 'running' THEN CAST(? AS DOUBLE PRECISION) END, "
+            "unique_hold = CASE WHEN state = 'running' THEN unique_hold END "
+            f"WHERE id = ? AND state IN ('queued', 'running') RETURNING {_COLUMNS}",
+            (now, now, now, job_id),
+        )
 
     async def stats(self) -> QueueStats:
         now = time.time()
         rows = await self.db.fetch_all("SELECT state, COUNT(*) FROM jobs GROUP BY state")
         counts = dict.fromkeys(STATES, 0) | {row[0]: int(row[1]) for row in rows}
         oldest = await self.db.fetch_val(
-            "SELECT MIN(run_at) FROM jobs WHERE state = 'queued' AND run_at <= ?", (now,)
+            "SELECT MIN(run_at) FROM jobs WHERE state = 'queued' AND run_at <= ? AND NOT "
+            "EXISTS (SELECT 1 FROM job_queues WHERE job_queues.name = jobs.queue AND paused)",
+            (now,),
         )
         runners = await self.db.fetch_all(
             "SELECT id, host, pid, started_at, seen_at, progress_at, completed FROM job_runners "
@@ -417,14 +621,50 @@ class JobQueue(abc.ABC):
             runners=[RunnerInfo(*(r[i] for i in range(7))) for r in runners],
         )
 
-    async def prune(self, *, done_older_than: float, runners_older_than: float) -> int:
-        """Forget ``done`` records and silent runners last updated before the given times."""
+    # -- queues ----------------------------------------------------------------------------
+
+    async def pause(self, queue: str, paused: bool = True) -> None:
+        """Pause (or resume) ``queue`` for every runner, until resumed, across restarts.
+
+        Jobs of a paused queue can still be added; running ones finish; none is handed out.
+        """
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO job_queues (name, paused, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, "
+                "updated_at = excluded.updated_at",
+                (queue, paused, time.time()),
+            )
+            if not paused:
+                await self.wakeup.announce(tx)
+
+    async def queue_states(self) -> Sequence[QueueState]:
+        """Every queue that has jobs or was ever paused, by name."""
+        rows = await self.db.fetch_all(
+            "SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state"
+        )
+        paused = {
+            row[0]: bool(row[1])
+            for row in await self.db.fetch_all("SELECT name, paused FROM job_queues")
+        }
+        counts: dict[str, dict[str, int]] = {name: dict.fromkeys(STATES, 0) for name in paused}
+        for row in rows:
+            counts.setdefault(str(row[0]), dict.fromkeys(STATES, 0))[str(row[1])] = int(row[2])
+        return [QueueState(name, paused.get(name, False), counts[name]) for name in sorted(counts)]
+
+    async def prune(self, *, finished_before: float, runners_older_than: float) -> int:
+        """Forget ``done`` and ``cancelled`` jobs that ended before ``finished_before``, and
+        runners silent since ``runners_older_than``. ``failed`` jobs wait for an operator."""
         async with self.db.transaction() as tx:
             count = await tx.execute(
-                "DELETE FROM jobs WHERE state = 'done' AND updated_at < ?", (done_older_than,)
+                "DELETE FROM jobs WHERE state IN ('done', 'cancelled') AND finished_at < ?",
+                (finished_before,),
             )
             await tx.execute("DELETE FROM job_runners WHERE seen_at < ?", (runners_older_than,))
         return count
+
+
+_NOT_PAUSED = "queue NOT IN (SELECT name FROM job_queues WHERE paused)"
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -432,12 +672,16 @@ def _int_or_none(value: Any) -> int | None:
 
 
 __all__ = [
+    "FINISHED",
+    "MAX_RESCUES",
     "STATES",
     "Claimed",
     "Job",
     "JobQueue",
+    "Limits",
     "NewJob",
     "Outcome",
+    "QueueState",
     "QueueStats",
     "RunnerInfo",
 ]

@@ -1,15 +1,17 @@
 """The job component: :class:`Jobs` enqueues and inspects anywhere, and runs jobs where built
-with ``run=True`` (it then competes in the election, and while it leads it runs the runner and
-the scheduler); :class:`JobContext` is what a job function receives. See :mod:`monolith.jobs`
+with ``run=True`` (every such process, unless ``MONOLITH_JOBS_RUNNERS=leader``; the
+election's winner runs the scheduler); :class:`JobContext` is
+what a job function receives. See :mod:`monolith.jobs`
 for how application code uses them. This module never touches a connection at import.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -19,8 +21,9 @@ from monolith.config import JobSettings
 from monolith.database.base import Database, Transaction
 from monolith.errors import NotStarted, StateUnavailable
 from monolith.jobqueue import open_queue
-from monolith.jobqueue.base import Job, JobQueue, NewJob, QueueStats
+from monolith.jobqueue.base import STATES, Job, JobQueue, NewJob, QueueStats
 from monolith.jobqueue.host import JobHost
+from monolith.jobqueue.pruning import PRUNE_JOB
 from monolith.jobqueue.registry import REGISTRY, JobMetrics, Registry
 from monolith.state import HoldsState
 
@@ -45,6 +48,9 @@ class JobContext(Generic[C]):
     unique_key: str | None
     jobs: Jobs[C]
     services: C
+    #: Set when the job is cancelled (``monolith jobs cancel ID``): a long job checks it (or
+    #: waits on it) and returns; one that does not is stopped a few seconds later.
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Jobs(Generic[C]):
@@ -88,6 +94,8 @@ class Jobs(Generic[C]):
         (the app's own jobs register when :mod:`monolith.features` is imported)."""
         for module in self.settings.modules:
             importlib.import_module(module)
+        if PRUNE_JOB in self.registry.jobs:  # the queue's retention, on its own schedule
+            self.registry.schedule(PRUNE_JOB, PRUNE_JOB, every=self.settings.prune_seconds)
 
     async def start(self) -> None:
         if self._queue is not None:
@@ -112,7 +120,32 @@ class Jobs(Generic[C]):
         """Whether this process runs the runner and scheduler right now."""
         return self._host is not None and self._host.leading
 
-    def context(self, job: Job) -> JobContext[C]:
+    @property
+    def running_jobs(self) -> bool:
+        """Whether this process's runner claims and runs jobs right now."""
+        return self._host is not None and self._host.runner is not None
+
+    def queue_limits(self) -> dict[str, int]:
+        """Per-queue caps: the registry's, replaced by the settings' one by one."""
+        return {**self.registry.queue_limits, **self.settings.queue_limits}
+
+    async def queues(self) -> list[dict[str, Any]]:
+        """Every queue a job names, a cap mentions, holding jobs or ever paused: by name,
+        ``{name, paused, limit, counts}`` (``limit`` None: no cap)."""
+        limits = self.queue_limits()
+        states = {q.name: q for q in await self.queue.queue_states()}
+        named = {spec.queue for spec in self.registry.jobs.values()} | set(limits) | set(states)
+        return [
+            {
+                "name": name,
+                "paused": name in states and states[name].paused,
+                "limit": limits.get(name),
+                "counts": states[name].counts if name in states else dict.fromkeys(STATES, 0),
+            }
+            for name in sorted(named)
+        ]
+
+    def context(self, job: Job, cancelled: asyncio.Event | None = None) -> JobContext[C]:
         """The argument a job function is called with for this run of ``job``."""
         return JobContext(
             id=job.id,
@@ -123,6 +156,7 @@ class Jobs(Generic[C]):
             unique_key=job.unique_key,
             jobs=self,
             services=self.components,
+            cancelled=cancelled or asyncio.Event(),
         )
 
     def new_job(
@@ -133,6 +167,7 @@ class Jobs(Generic[C]):
         delay: float | None = None,
         priority: int = 0,
         unique_key: str | None = None,
+        unique_for: float | None = None,
     ) -> NewJob:
         spec = self.registry.get(name)
         return NewJob(
@@ -143,6 +178,7 @@ class Jobs(Generic[C]):
             priority=priority,
             max_attempts=spec.max_attempts,
             unique_key=unique_key,
+            unique_for=spec.unique_for if unique_for is None else unique_for,
         )
 
     async def enqueue(
@@ -153,14 +189,26 @@ class Jobs(Generic[C]):
         delay: float | None = None,
         priority: int = 0,
         unique_key: str | None = None,
+        unique_for: float | None = None,
         tx: Transaction | None = None,
     ) -> int | None:
         """Add a job; its id, or None when ``unique_key`` is already held by another job.
 
+        A unique key is held while its job is queued or running, and after success for
+        ``unique_for`` seconds (default: the job's ``@job(unique_for=...)``); a failed or
+        cancelled job does not hold it.
+
         With ``tx`` the job commits or rolls back with the caller's transaction. Higher
         ``priority`` runs first; ``delay`` is in seconds.
         """
-        new = self.new_job(name, payload, delay=delay, priority=priority, unique_key=unique_key)
+        new = self.new_job(
+            name,
+            payload,
+            delay=delay,
+            priority=priority,
+            unique_key=unique_key,
+            unique_for=unique_for,
+        )
         job_id = await self.queue.add(new, tx=tx)
         if job_id is not None:
             self._count_enqueued(name, 1, tx)

@@ -3,19 +3,21 @@
 Two small interfaces with a box-local implementation each (the PostgreSQL ones, for several
 boxes, live in :mod:`.postgres`):
 
-- :class:`Wakeup`: an enqueue anywhere tells the runner "look now", so a job starts within
+- :class:`Wakeup`: an enqueue anywhere tells the runners "look now", so a job starts within
   milliseconds instead of at the next poll. It is only a hint: losing one costs at most the
   runner's poll interval, never a job (the job is already committed in the table).
 - :class:`Election`: exactly one process (of ``serve``'s workers and ``monolith worker``) runs
-  the runner and the scheduler. Losing the election never loses a job either: leases make two
-  runners safe; the election keeps the scheduler single and the work in one place.
+  the scheduler, so each fire is enqueued by one process (with ``MONOLITH_JOBS_RUNNERS=leader``
+  it is also the only runner: :mod:`.host`). Losing the election never loses a job: leases
+  make any number of runners safe.
 
-Why a UNIX datagram socket for the box: a send is one non-blocking syscall (no disk write, no
-database statement per enqueue), a datagram needs no connection, no reader means the send just
-fails (ENOENT/ECONNREFUSED) and is ignored, and the runner sleeps in the event loop on the
-socket instead of polling the database every 50-100 ms in every idle process. A FIFO would
-block or fail without a reader and a wake file needs polling (inotify is Linux-only and misses
-writes through other mounts).
+Why UNIX datagram sockets for the box: a send is one non-blocking syscall per runner (no disk
+write, no database statement per enqueue), a datagram needs no connection, no reader means the
+send just fails (ENOENT/ECONNREFUSED: the socket file of a dead runner, removed then), and a
+runner sleeps in the event loop on its socket instead of polling the database every 50-100 ms.
+Each runner binds its own socket in the data dir's wake folder and an enqueue sends to every
+socket there. A FIFO would block or fail without a reader and a wake file needs polling
+(inotify is Linux-only and misses writes through other mounts).
 
 Why ``fcntl.flock`` for the box: the kernel drops the lock the instant its holder dies (even by
 kill -9), so a follower polling every ``retry`` seconds takes over within that time; no lease or
@@ -27,19 +29,22 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import errno
 import fcntl
 import hashlib
 import os
+import secrets
 import socket
+import tempfile
 from pathlib import Path
 from typing import ClassVar
 
 from monolith.database.base import Transaction
 from monolith.files import private_dir
 
-# sockaddr_un holds 108 bytes on Linux; longer data-dir paths use the abstract namespace.
+# sockaddr_un holds 108 bytes on Linux; a wake folder whose socket names would not fit goes
+# to the temporary directory. A socket's name: "<pid>-<8 hex digits>".
 _MAX_SOCKET_PATH = 100
+_NAME_LEN = 7 + 1 + 8
 
 
 class Wakeup(abc.ABC):
@@ -100,32 +105,46 @@ class WakeSignal:
         return woken
 
 
-def socket_address(data_dir: Path) -> str:
-    """The wake socket of a data dir: a file in it, or an abstract name when the path is long."""
-    path = str(data_dir.absolute() / "jobs.wake")
-    if len(path.encode()) <= _MAX_SOCKET_PATH:
+def wake_dir(data_dir: Path) -> Path:
+    """Where the runners of a data dir bind their wake sockets: a folder in it, or one in the
+    temporary directory named after it when the path is too long for a socket address."""
+    path = data_dir.absolute() / "jobs.wake.d"
+    if len(str(path).encode()) + 1 + _NAME_LEN <= _MAX_SOCKET_PATH:
         return path
     digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:24]
-    return f"\0monolith-jobs-{digest}"
+    return Path(tempfile.gettempdir()) / f"monolith-jobs-{digest}"
 
 
 class SocketWakeup(Wakeup):
-    """A UNIX datagram socket named after the data dir; the runner binds it, enqueuers send."""
+    """UNIX datagram sockets in the data dir's wake folder: each runner binds one, an enqueue
+    sends one datagram to each (a few runners on a box, so a few syscalls per commit)."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.address = socket_address(data_dir)
+        self.folder = wake_dir(data_dir)
+        self.address: str | None = None
         self._sender: socket.socket | None = None
         self._receiver: socket.socket | None = None
         self._signal = WakeSignal()
 
     def poke(self) -> None:
-        """Send one wake datagram now; a missing or busy runner is not an error."""
+        """Send one wake datagram to every runner now; none listening is not an error."""
         if self._sender is None:
             self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self._sender.setblocking(False)
-        # ENOENT/ECONNREFUSED: no runner; EAGAIN: its buffer is full, it is awake anyway.
-        with contextlib.suppress(OSError):
-            self._sender.sendto(b"!", self.address)
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            return  # no runner has ever listened here
+        for name in names:
+            address = str(self.folder / name)
+            try:
+                self._sender.sendto(b"!", address)
+            except (ConnectionRefusedError, FileNotFoundError):
+                # A socket left by a runner that died: nobody will read it again.
+                with contextlib.suppress(OSError):
+                    os.unlink(address)
+            except OSError:
+                pass  # EAGAIN: its buffer is full, it is awake anyway
 
     async def announce(self, tx: Transaction) -> None:
         tx.on_commit(self.poke)
@@ -133,17 +152,16 @@ class SocketWakeup(Wakeup):
     async def listen(self) -> None:
         if self._receiver is not None:
             return
+        self.folder.mkdir(parents=True, exist_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.setblocking(False)
+        address = str(self.folder / f"{os.getpid()}-{secrets.token_hex(4)}")
         try:
-            sock.bind(self.address)
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE or self.address.startswith("\0"):
-                sock.close()
-                raise
-            # A socket file left by a runner that died: we lead now, so it is ours to replace.
-            os.unlink(self.address)
-            sock.bind(self.address)
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+        self.address = address
         self._receiver = sock
         asyncio.get_running_loop().add_reader(sock.fileno(), self._drain)
 
@@ -162,9 +180,10 @@ class SocketWakeup(Wakeup):
         if receiver is not None:
             asyncio.get_running_loop().remove_reader(receiver.fileno())
             receiver.close()
-            if not self.address.startswith("\0"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.address)
+        address, self.address = self.address, None
+        if address is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(address)
         sender, self._sender = self._sender, None
         if sender is not None:
             sender.close()

@@ -6,6 +6,7 @@ queues, runners or the app: :mod:`monolith.jobqueue.component` runs what it hold
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import socket
@@ -39,6 +40,8 @@ class JobSpec:
     concurrency: int | None = None
     # The first retry waits about this long; each further one twice as long, with jitter.
     backoff: float = 2.0
+    # A succeeded job keeps its unique key this many seconds (None: free at once).
+    unique_for: float | None = None
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before attempt ``attempt + 1``: exponential, capped, jittered (0.5x-1.5x)."""
@@ -63,6 +66,8 @@ class Registry:
     def __init__(self) -> None:
         self.jobs: dict[str, JobSpec] = {}
         self.schedules: dict[str, Schedule] = {}
+        #: Per-queue caps on jobs running at once everywhere (settings may override them).
+        self.queue_limits: dict[str, int] = {}
 
     def job(
         self,
@@ -73,16 +78,25 @@ class Registry:
         queue: str = "default",
         concurrency: int | None = None,
         backoff: float = 2.0,
+        unique_for: float | None = None,
     ) -> Callable[[F], F]:
-        """Register an async function as the job ``name``."""
+        """Register an async function as the job ``name`` (in ``queue``)."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
 
         def register(fn: F) -> F:
-            self.jobs[name] = JobSpec(name, fn, max_attempts, timeout, queue, concurrency, backoff)
+            self.jobs[name] = JobSpec(
+                name, fn, max_attempts, timeout, queue, concurrency, backoff, unique_for
+            )
             return fn
 
         return register
+
+    def queue(self, name: str, *, limit: int) -> None:
+        """Cap the jobs of queue ``name`` running at once across every runner."""
+        if limit < 1:
+            raise ValueError("a queue's limit must be at least 1")
+        self.queue_limits[name] = limit
 
     def schedule(
         self,
@@ -113,6 +127,7 @@ class Registry:
 REGISTRY = Registry()
 job = REGISTRY.job
 schedule = REGISTRY.schedule
+queue = REGISTRY.queue
 
 
 def runner_id() -> str:
@@ -147,8 +162,12 @@ class JobsHandle(Protocol):
     @property
     def queue(self) -> JobQueue: ...
 
-    def context(self, job: Job) -> object:
-        """The argument a job function is called with for this run of ``job``."""
+    def context(self, job: Job, cancelled: asyncio.Event) -> object:
+        """The argument a job function is called with for this run of ``job``; ``cancelled``
+        is set when the job is asked to stop."""
+
+    def queue_limits(self) -> dict[str, int]:
+        """Per-queue caps on jobs running at once across every runner."""
 
     async def enqueue(
         self,
@@ -158,5 +177,6 @@ class JobsHandle(Protocol):
         delay: float | None = None,
         priority: int = 0,
         unique_key: str | None = None,
+        unique_for: float | None = None,
         tx: Transaction | None = None,
     ) -> int | None: ...

@@ -1,9 +1,16 @@
-"""The runner: claims due jobs in batches and runs them concurrently, in the elected process.
+"""The runner: claims due jobs in batches and runs them concurrently, in each job process.
 
-Three loops share one event loop: the claim loop (claim a batch into free slots, else sleep
-until woken, until the next job falls due, or the poll interval), the flush loop (write every
-finished attempt in one transaction: while one flush commits, the next batch gathers), and the
-heartbeat (renew the leases of jobs in hand and report the runner alive).
+Four loops share one event loop: the claim loop (claim a batch of the runner's queues into
+free slots, else sleep until woken, until the next job falls due, or the poll interval), the
+flush loop (write every finished attempt in one transaction: while one flush commits, the
+next batch gathers), the heartbeat (renew the leases of jobs in hand and report the runner
+alive) and the cancel watch (twice a second, while jobs are in hand, a read of which of them
+were asked to stop).
+
+Cancelling a running job is cooperative first, as in Oban and Solid Queue: the job's
+``ctx.cancelled`` event is set; a job that returns or raises after that ends ``cancelled``.
+One that does not listen is stopped (its task cancelled) ``MONOLITH_JOBS_CANCEL_GRACE``
+(5 s) later, or by its own ``timeout`` if that comes first, and ends ``cancelled`` too.
 
 Stopping (SIGTERM) never loses a job: claiming stops first; jobs in hand get the grace period;
 those still running are cancelled, and after the last flush every job this runner still holds
@@ -25,7 +32,7 @@ from typing import TypeVar
 import structlog
 
 from monolith.errors import StateUnavailable, UnknownJob
-from monolith.jobqueue.base import Job, Outcome, RunnerInfo
+from monolith.jobqueue.base import Job, Limits, Outcome, RunnerInfo
 from monolith.jobqueue.registry import JobsHandle
 
 log = structlog.get_logger("monolith.jobs")
@@ -33,6 +40,8 @@ T = TypeVar("T")
 
 _BATCH = 100  # jobs per claim; more only lengthens the claim's write transaction
 _RETRY_STORE = 1.0  # seconds between attempts to reach a database that is down
+_CANCEL_POLL = 0.5  # seconds between looks for cancels of jobs in hand
+_REAP_EVERY = 1.0  # seconds between claims that also hand back the jobs of dead runners
 
 
 class Runner:
@@ -42,32 +51,46 @@ class Runner:
         self.id = worker
         settings = jobs.settings
         self.concurrency = settings.concurrency
+        self.queues: list[str] | None = list(settings.queues) or None
+        self.limits = Limits(names=jobs.registry.limits(), queues=jobs.queue_limits())
         self.lease = float(settings.lease_seconds)
         self.poll = settings.poll_seconds
+        self.cancel_grace = settings.cancel_grace_seconds
         self.started_at = time.time()
         self.progress_at = self.started_at
         self.completed = 0
         self._in_hand: dict[int, asyncio.Task[None]] = {}
         self._started: dict[int, float] = {}  # job id -> perf_counter when its run began
+        self._cancels: dict[int, asyncio.Event] = {}  # job id -> its ctx.cancelled
+        self._stopping_jobs: set[int] = set()  # told to stop and past the grace: cancelled
         self._outcomes: list[Outcome] = []
         self._slot_free = asyncio.Event()
         self._to_flush = asyncio.Event()
         self._claiming: asyncio.Task[None] | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._beating: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
         self._closing = False
+        self._freed_capped = False
 
     async def start(self) -> None:
         await self.queue.wakeup.listen()
         await self._beat()
         self._flushing = asyncio.create_task(self._flush_loop(), name="jobs-flush")
         self._beating = asyncio.create_task(self._heartbeat_loop(), name="jobs-heartbeat")
+        self._watching = asyncio.create_task(self._cancel_loop(), name="jobs-cancels")
         self._claiming = asyncio.create_task(self._claim_loop(), name="jobs-claim")
-        log.info("job runner started", runner=self.id, concurrency=self.concurrency)
+        log.info(
+            "job runner started",
+            runner=self.id,
+            concurrency=self.concurrency,
+            queues=self.queues or "all",
+        )
 
     async def stop(self, grace: float) -> None:
         """Stop claiming, give jobs in hand ``grace`` seconds, hand back what is left."""
         await _cancel(self._claiming)
+        await _cancel(self._watching)
         if self._in_hand:
             log.info("waiting for jobs in hand", count=len(self._in_hand), grace=grace)
             _, pending = await asyncio.wait(list(self._in_hand.values()), timeout=grace)
@@ -88,7 +111,8 @@ class Runner:
     # -- claiming --------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        limits = self.jobs.registry.limits()
+        limits = self.limits
+        reaped_at = 0.0
         while True:
             free = self.concurrency - len(self._in_hand)
             if free <= 0:
@@ -96,20 +120,29 @@ class Runner:
                 await self._slot_free.wait()
                 continue
             want = min(free, _BATCH)
+            reap = time.monotonic() - reaped_at >= _REAP_EVERY
             try:
-                claimed = await self.queue.claim(self.id, want, lease=self.lease, limits=limits)
+                claimed = await self.queue.claim(
+                    self.id, want, lease=self.lease, queues=self.queues, limits=limits, reap=reap
+                )
             except Exception as exc:
                 # Down, busy, or not migrated yet: nothing was claimed; try again shortly.
                 log.warning("cannot claim jobs", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(_RETRY_STORE)
                 continue
+            if reap:
+                reaped_at = time.monotonic()
             for job in claimed.jobs:
                 self._in_hand[job.id] = asyncio.create_task(self._run(job))
             if len(claimed.jobs) == want:
                 continue  # there may be more due right now
             idle = self.poll
-            if claimed.next_run_at is not None:
-                idle = min(idle, max(0.0, claimed.next_run_at - time.time()))
+            try:
+                next_run_at = await self.queue.next_due(self.queues)
+            except Exception:
+                next_run_at = None  # the poll interval still finds it
+            if next_run_at is not None:
+                idle = min(idle, max(0.0, next_run_at - time.time()))
             await self.queue.wakeup.wait(idle)
 
     # -- running ---------------------------------------------------------------------------
@@ -123,27 +156,73 @@ class Runner:
                 # Perhaps a newer release enqueued it: keep it for a process that knows it.
                 self._failed(job, str(exc), lambda attempt: 60.0 * attempt)
                 return
+            cancelled = self._cancels[job.id] = asyncio.Event()
             try:
-                ctx = self.jobs.context(job)
+                ctx = self.jobs.context(job, cancelled)
                 async with asyncio.timeout(spec.timeout):
                     await spec.fn(ctx)
             except TimeoutError:
-                self._failed(job, f"timed out after {spec.timeout:g}s", spec.retry_delay)
+                if not self._was_cancelled(job, cancelled, f"it timed out after {spec.timeout:g}s"):
+                    self._failed(job, f"timed out after {spec.timeout:g}s", spec.retry_delay)
+            except asyncio.CancelledError:
+                if job.id not in self._stopping_jobs:
+                    raise  # the runner is stopping past its grace: the release hands it back
+                self._was_cancelled(
+                    job, cancelled, f"it did not return within {self.cancel_grace:g}s"
+                )
             except Exception as exc:
-                self._failed(job, f"{type(exc).__name__}: {exc}", spec.retry_delay)
+                if not self._was_cancelled(job, cancelled, f"{type(exc).__name__}: {exc}"):
+                    self._failed(job, f"{type(exc).__name__}: {exc}", spec.retry_delay)
             else:
-                self._done(Outcome(job.id))
-                self._count(job, "succeeded")
+                if not self._was_cancelled(job, cancelled, "it returned"):
+                    self._done(Outcome(job.id), job)
+                    self._count(job, "succeeded")
         finally:
             # Cancelled (stopping past the grace): no outcome; the release hands it back.
             self._started.pop(job.id, None)
+            self._cancels.pop(job.id, None)
+            self._stopping_jobs.discard(job.id)
             del self._in_hand[job.id]
             self._slot_free.set()
+
+    def _was_cancelled(self, job: Job, cancelled: asyncio.Event, how: str) -> bool:
+        """Record ``job`` as cancelled if it was told to stop; whether it was."""
+        if not cancelled.is_set():
+            return False
+        log.info("job cancelled", job=job.id, name=job.name, how=how)
+        self._done(Outcome(job.id, error=f"cancelled ({how})", cancelled=True), job)
+        self._count(job, "cancelled")
+        return True
+
+    # -- cancelling ------------------------------------------------------------------------
+
+    async def _cancel_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_CANCEL_POLL)
+            if not self._cancels:
+                continue
+            try:
+                ids = await self.queue.cancels_for(self.id)
+            except Exception as exc:
+                log.warning("cannot look for cancels", error=str(exc) or type(exc).__name__)
+                continue
+            for job_id in ids:
+                event = self._cancels.get(job_id)
+                if event is not None and not event.is_set():
+                    event.set()
+                    asyncio.get_running_loop().call_later(self.cancel_grace, self._stop_job, job_id)
+
+    def _stop_job(self, job_id: int) -> None:
+        """A job told to stop that is still running after the grace: cancel its task."""
+        task = self._in_hand.get(job_id)
+        if task is not None and job_id in self._cancels:
+            self._stopping_jobs.add(job_id)
+            task.cancel()
 
     def _failed(self, job: Job, error: str, delay: Callable[[int], float]) -> None:
         if job.attempts >= job.max_attempts:
             log.error("job failed for good", job=job.id, name=job.name, error=error)
-            self._done(Outcome(job.id, error=error))
+            self._done(Outcome(job.id, error=error), job)
             self._count(job, "failed")
             return
         retry_at = time.time() + delay(job.attempts)
@@ -155,7 +234,7 @@ class Runner:
             error=error,
             retry_in=round(retry_at - time.time(), 2),
         )
-        self._done(Outcome(job.id, error=error, retry_at=retry_at))
+        self._done(Outcome(job.id, error=error, retry_at=retry_at), job)
         self._count(job, "retried")
 
     def _count(self, job: Job, outcome: str) -> None:
@@ -164,8 +243,10 @@ class Runner:
             started = self._started.get(job.id, time.perf_counter())
             metrics.job_finished(job.name, outcome, time.perf_counter() - started)
 
-    def _done(self, outcome: Outcome) -> None:
+    def _done(self, outcome: Outcome, job: Job) -> None:
         self._outcomes.append(outcome)
+        if self.limits.covers(job.name, job.queue):
+            self._freed_capped = True  # other runners may be waiting for this slot
         self._to_flush.set()
 
     # -- recording -------------------------------------------------------------------------
@@ -181,7 +262,10 @@ class Runner:
         batch, self._outcomes = self._outcomes, []
         if not batch:
             return
-        await _persist(lambda: self.queue.finish(self.id, batch), "record job results", tries)
+        wake, self._freed_capped = self._freed_capped, False
+        await _persist(
+            lambda: self.queue.finish(self.id, batch, wake=wake), "record job results", tries
+        )
         self.completed += len(batch)
         self.progress_at = time.time()
 

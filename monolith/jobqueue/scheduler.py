@@ -36,6 +36,8 @@ from monolith.jobqueue.registry import JobsHandle, Schedule
 log = structlog.get_logger("monolith.jobs")
 
 _ANCHOR = datetime(2000, 1, 1, tzinfo=UTC)
+#: A fire's job keeps its key after success until pruned, so the fire is never enqueued twice.
+FIRE_HOLD_SECONDS = 366 * 86400.0
 
 
 def trigger_of(schedule: Schedule) -> Any:
@@ -111,6 +113,7 @@ class Scheduler:
                         schedule.job,
                         schedule.payload,
                         unique_key=fire_key(schedule, fire_at),
+                        unique_for=FIRE_HOLD_SECONDS,
                         tx=tx,
                     )
                     await _record(tx, name, fire_at.timestamp())

@@ -116,4 +116,5 @@ async def overview(obs: Observability, jobs: Any) -> dict[str, Any]:
             for j in failed
         ],
         "statements": {"source": source, "rows": [s.as_dict() for s in statements]},
+        "queues": await jobs.queues(),
     }

@@ -1,7 +1,9 @@
-"""Admin routes for the job queue: list, retry, discard, and trigger a job by name.
+"""Admin routes for the job queue: list, retry, discard, cancel, trigger a job by name, and
+the queues (list, pause, resume).
 
 Every route is admin-only. A job that is running can be neither retried nor discarded (409):
-its worker holds it; wait for it to finish or fail.
+its runner holds it; cancel it, or wait for it to finish or fail. Cancelling a running job
+answers 202 with the job still ``running``: its runner tells it to stop within a second.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from monolith.web.idempotency import write_once
 
 Req = Request[Any, Any, Any]
 JobId = Annotated[int, Parameter(ge=1, le=2**62)]
+QueueName = Annotated[str, Parameter(min_length=1, max_length=200)]
 
 
 class EnqueueIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -54,7 +57,10 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         job_state = request.query_params.get("state") or None
         if job_state is not None and job_state not in STATES:
             raise UnprocessableEntity(detail=f"state: expected one of {', '.join(STATES)}")
-        jobs = await svc.jobs.queue.list(job_state, limit=limit)
+        queue = request.query_params.get("queue") or None
+        if queue is not None and len(queue) > 200:
+            raise UnprocessableEntity(detail="queue: at most 200 characters")
+        jobs = await svc.jobs.queue.list(job_state, limit=limit, queue=queue)
         stats = await svc.jobs.queue.stats()
         return {"jobs": [j.as_dict() for j in jobs], "counts": stats.counts}
 
@@ -96,4 +102,31 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         if await svc.jobs.queue.discard(job_id) is None:
             raise await held(job_id, "discarded")
 
-    return [list_jobs, enqueue, retry, discard]
+    @post("/api/admin/jobs/{job_id:int}/cancel", guards=admin, summary="Cancel a job (admin)")
+    async def cancel(job_id: JobId) -> Response[dict[str, Any]]:
+        """Cancel a queued job (200), or tell a running one to stop (202, still running)."""
+        job = await svc.jobs.queue.cancel(job_id)
+        if job is None:
+            raise await held(job_id, "cancelled")
+        return Response(job.as_dict(), status_code=202 if job.state == "running" else 200)
+
+    @get("/api/admin/jobs/queues", guards=admin, summary="Queues, their state and limits (admin)")
+    async def queues() -> dict[str, Any]:
+        return {"queues": await svc.jobs.queues()}
+
+    async def set_paused(name: str, paused: bool) -> dict[str, Any]:
+        await svc.jobs.queue.pause(name, paused)
+        [queue] = [q for q in await svc.jobs.queues() if q["name"] == name]
+        return dict(queue)
+
+    @post("/api/admin/jobs/queues/{name:str}/pause", guards=admin, status_code=200)
+    async def pause(name: QueueName) -> dict[str, Any]:
+        """Stop handing out the queue's jobs, on every runner, until resumed."""
+        return await set_paused(name, True)
+
+    @post("/api/admin/jobs/queues/{name:str}/resume", guards=admin, status_code=200)
+    async def resume(name: QueueName) -> dict[str, Any]:
+        """Hand out the queue's jobs again."""
+        return await set_paused(name, False)
+
+    return [list_jobs, enqueue, retry, discard, cancel, queues, pause, resume]

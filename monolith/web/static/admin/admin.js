@@ -261,6 +261,35 @@
       h("tbody", {}, rows)));
   }
 
+  // -- queues -----------------------------------------------------------------------------
+
+  function renderQueues(queues) {
+    const box = document.getElementById("queues");
+    if (!queues.length) {
+      box.replaceChildren(h("div", { class: "empty-state" }, "No queues yet."));
+      return;
+    }
+    const rows = queues.map((q) => {
+      const verb = q.paused ? "resume" : "pause";
+      const button = h("button", { class: "btn" + (q.paused ? "" : " danger"), type: "button", "data-action": verb, "data-queue": q.name,
+        onclick: (e) => {
+          e.target.disabled = true;
+          act("POST", `/api/admin/jobs/queues/${encodeURIComponent(q.name)}/${verb}`, `Queue ${q.name} ${q.paused ? "resumed" : "paused"}`);
+        } }, q.paused ? "Resume" : "Pause");
+      const c = q.counts;
+      return h("tr", { "data-queue-row": q.name },
+        h("td", {}, h("code", {}, q.name)),
+        h("td", { "data-queue-state": q.name }, h("span", { class: "pill " + (q.paused ? "warn" : "ok") }, q.paused ? "paused" : "active")),
+        h("td", { class: "num" }, q.limit === null ? "—" : num(q.limit)),
+        ["queued", "running", "done", "failed", "cancelled"].map((k) => h("td", { class: "num" }, num(c[k] || 0))),
+        h("td", { class: "actions" }, button));
+    });
+    box.replaceChildren(h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "Queue"), h("th", {}, "State"), h("th", { class: "num" }, "Limit"),
+        ["Queued", "Running", "Done", "Failed", "Cancelled"].map((k) => h("th", { class: "num" }, k)), h("th", {}, ""))),
+      h("tbody", {}, rows)));
+  }
+
   // -- cache, job states, statements ------------------------------------------------------
 
   function stat(label, value) {
@@ -280,7 +309,7 @@
         stat("Evictions", num(c.evictions)), stat("Size", c.size_bytes ? bytes(c.size_bytes) : "—")));
     const states = n.jobs_by_state || {};
     document.getElementById("job-states").replaceChildren(h("div", { class: "stats" },
-      ["queued", "running", "failed", "done"].map((k) => stat(k[0].toUpperCase() + k.slice(1), num(states[k] || 0)))));
+      ["queued", "running", "failed", "done", "cancelled"].map((k) => stat(k[0].toUpperCase() + k.slice(1), num(states[k] || 0)))));
   }
 
   function renderStatements(st) {
@@ -320,6 +349,7 @@
     renderKpis(last.now);
     renderCharts(last.history);
     renderFailed(last.failed_jobs);
+    renderQueues(last.queues || []);
     renderCache(last.now);
     renderStatements(last.statements);
     document.getElementById("updated").textContent = "updated " + new Date(last.generated_at * 1000).toLocaleTimeString();
