@@ -114,7 +114,10 @@ async def test_0006_moves_the_jobs_table_keeping_rows_and_never_reuses_an_id(
                     " VALUES ('t.old', ?, 1, ?, 1, 2)",
                     (state, key),
                 )
-        monkeypatch.setattr(migrations, "available", shipped)
+        # Up to 0006 (later migrations of other features are not this test's business).
+        monkeypatch.setattr(
+            migrations, "available", lambda d: [m for m in shipped(d) if m.version <= 6]
+        )
         assert [m.version for m in await migrations.migrate(db)] == [6]
         rows = await db.fetch_all(
             "SELECT id, state, unique_key, unique_hold, finished_at, rescues FROM jobs ORDER BY id"
