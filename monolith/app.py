@@ -38,7 +38,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        install_drain_handler(svc.events.close_listeners)
+        install_drain_handler(svc.events.close_listeners, context.close_connections)
         svc.observability.monitor.armed = False  # until started: start-up is not lag
         try:
             await svc.start()
@@ -84,10 +84,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     # Raw ASGI layers around Litestar's router and exception handler (as Litestar's own
     # OpenTelemetry middleware is): Litestar's `middleware=` runs only for matched routes, so
     # a 404 or 405 would get no request id, no access line and no count. Outermost the request
-    # context (every request has its id, access line and count), then the rate limiter (every
-    # request counted, 429s before any other work), then the fast path for cache hits on
-    # public GETs (monolith.web.fastpath), then Litestar.
-    app.asgi_handler = RequestContextMiddleware(
+    # context (every request has its id, access line and count; during the drain it closes
+    # connections), then the rate limiter (every request counted, 429s before any other work),
+    # then the fast path for cache hits on public GETs (monolith.web.fastpath), then Litestar.
+    context = RequestContextMiddleware(
         RateLimitMiddleware(FastPath(app.asgi_handler, svc.cache), svc),
         expose_worker=not settings.production,
         trusted_proxies=settings.server.trusted_proxies,
@@ -95,4 +95,5 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         monitor=svc.observability.monitor,
         write_timeout=settings.database.write_timeout,
     )
+    app.asgi_handler = context
     return app

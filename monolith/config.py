@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from monolith.errors import ConfigError
+from monolith.files import private_dir
 from monolith.s3url import parse_s3_url
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -93,6 +94,11 @@ class DatabaseSettings:
     #: ``MONOLITH_WRITE_TIMEOUT``: seconds a write request may wait for the database's write
     #: lock, counted from its arrival; past it a 503 with Retry-After, and nothing committed.
     write_timeout: float = 5.0
+    # PostgreSQL: server-side limits set on every pooled connection.
+    statement_timeout_ms: int = 30_000
+    idle_in_transaction_timeout_ms: int = 60_000
+    # PostgreSQL behind PgBouncer (transaction mode): a direct URL for LISTEN and the election.
+    direct_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,7 +400,7 @@ def _secret_key(env: Env, data_dir: Path, given: str, *, write: bool = True) -> 
         pass
     if not write:  # a read-only command signs nothing: a key of its own, nothing written
         return secrets.token_urlsafe(48)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     key = secrets.token_urlsafe(48)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -480,6 +486,11 @@ def load_settings(
         readers=_int(env_map, "MONOLITH_DB_READERS", 2, minimum=1),
         pool_size=_int(env_map, "MONOLITH_DB_POOL_SIZE", 10, minimum=1),
         write_timeout=_seconds(env_map, "MONOLITH_WRITE_TIMEOUT", 5.0, 0.1),
+        statement_timeout_ms=_int(env_map, "MONOLITH_DB_STATEMENT_TIMEOUT_MS", 30_000),
+        idle_in_transaction_timeout_ms=_int(
+            env_map, "MONOLITH_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 60_000
+        ),
+        direct_url=env_map.get("MONOLITH_DB_DIRECT_URL", "").strip(),
     )
     store = StoreSettings(
         url=store_url,

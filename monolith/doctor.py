@@ -494,6 +494,52 @@ def _missing_sqlite(url: str) -> Path | None:
     return None if path.exists() else path
 
 
+#: Connections a process opens besides its pool: LISTEN and the job runner's election lock.
+DIRECT_CONNECTIONS = 2
+
+
+def pool_budget(settings: Settings, limit: int) -> Finding:
+    """Every pool of every worker of every instance, against what the server admits."""
+    instances, workers = settings.server.instances, settings.server.workers
+    per_process = settings.database.pool_size + DIRECT_CONNECTIONS
+    total = instances * workers * per_process
+    sums = (
+        f"{instances} instance(s) x {workers} worker(s) x (MONOLITH_DB_POOL_SIZE "
+        f"{settings.database.pool_size} + {DIRECT_CONNECTIONS} direct) = up to {total} "
+        f"connections; the server admits {limit} (max_connections less the superuser reserve)"
+    )
+    if total > limit:
+        return Finding(
+            "connections",
+            "problem",
+            f"{sums}: lower MONOLITH_DB_POOL_SIZE or the workers, raise max_connections, "
+            "or put PgBouncer in front (MONOLITH_DB_DIRECT_URL)",
+        )
+    if total > 0.8 * limit:
+        return Finding("connections", "warn", f"{sums}: little room for anything else")
+    return Finding("connections", "ok", sums)
+
+
+async def backend_checks(svc: Any, settings: Settings, started: list[Any]) -> list[Finding]:
+    """What the backends say about themselves: the connection budget, session retention."""
+    found: list[Finding] = []
+    if svc.db in started:
+        try:
+            limit = await svc.db.connection_limit()
+        except Exception as exc:
+            found.append(Finding("connections", "warn", f"cannot read: {_one_line(exc)}"))
+        else:
+            if limit is not None:
+                found.append(pool_budget(settings, limit))
+    if svc.store in started:
+        try:
+            risks = await svc.store.retention_risks()
+        except Exception as exc:
+            risks = [f"cannot tell whether sessions are kept: {_one_line(exc)}"]
+        found += [Finding("sessions kept", "warn", risk) for risk in risks]
+    return found
+
+
 async def examine(settings: Settings, *, patience: float = 5.0) -> Report:
     """The whole report for these settings (opens backends to ping them, then closes them)."""
     workers, source = running_workers(settings)
@@ -535,6 +581,7 @@ async def examine(settings: Settings, *, patience: float = 5.0) -> Report:
         if svc.db in started and all(f.level == "ok" for f in found if "database" in f.check):
             report.checks.append(await migrations_check(svc.db))
             report.checks.append(await fence_check(svc.db))
+        report.checks += await backend_checks(svc, settings, started)
     finally:
         for holder in reversed(started):
             try:

@@ -61,26 +61,42 @@ class UnsupportedType(MonolithError):
 
 
 class StateUnavailable(MonolithError):
-    """A dependency (database, cache, broker) is down or too busy: HTTP 503, retry later."""
+    """A dependency (database, cache, broker) is down or too busy: HTTP 503, retry later.
+
+    The message is for logs and operators (it may name a host, a path, a driver's words);
+    a client is told :attr:`public`, which names the kind of dependency and nothing more.
+    """
 
     retry_after: int = 1
+    #: What a client may read.
+    public: str = "a dependency is unavailable"
 
-    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: int | None = None, public: str | None = None
+    ) -> None:
         super().__init__(message)
         if retry_after is not None:
             self.retry_after = retry_after
+        if public is not None:
+            self.public = public
 
 
 class DatabaseUnavailable(StateUnavailable):
     """The database cannot be reached."""
 
+    public = "the database is unavailable"
+
 
 class DatabaseBusy(StateUnavailable):
     """The database stayed locked past its busy timeout."""
 
+    public = "the database is busy"
+
 
 class CacheUnavailable(StateUnavailable):
     """The cache/store backend cannot be reached."""
+
+    public = "the shared store is unavailable"
 
 
 class IntegrityViolation(Conflict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any, BinaryIO, TextIO
 
@@ -32,6 +33,10 @@ def _add_request_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 
 def _json_bytes(_: Any, __: str, event: dict[str, Any]) -> bytes:
     return _encoder.encode(event)
+
+
+def _json_text(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
+    return _encoder.encode(event).decode()
 
 
 class _AccessOutput:
@@ -127,9 +132,26 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
-    # Libraries log through the standard library; keep their warnings, in the same stream.
+    # Libraries (asyncpg, granian, APScheduler) log through the standard library; keep their
+    # warnings, in the same format: with JSON logs, a library's line and its traceback are one
+    # JSON object too (the traceback a string in "exception"), never plain text in between.
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.format == "json":
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=[
+                    *shared,
+                    structlog.stdlib.add_logger_name,
+                    structlog.processors.format_exc_info,
+                ],
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    _json_text,
+                ],
+            )
+        )
     root = logging.getLogger()
-    root.handlers[:] = [logging.StreamHandler(sys.stderr)]
+    root.handlers[:] = [handler]
     root.setLevel(max(level, logging.WARNING))
 
 

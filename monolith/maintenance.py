@@ -5,8 +5,9 @@ imported).
   runner runs (``monolith jobs enqueue ops.ping``) and for load tests.
 - ``ops.demo``: a job an admin can trigger to see one go through; logs its payload.
 - ``maintenance.cleanup`` (every 5 minutes): calls ``cleanup()`` on every component that has
-  one (:meth:`Components.cleanables`: the store...). Finished jobs are pruned by the queue's
-  own ``jobs.prune`` (:mod:`monolith.jobqueue.pruning`).
+  one (:meth:`Components.cleanables`: the store...) and forgets ``Idempotency-Key`` records
+  past their 24 hours. Finished jobs are pruned by the queue's own ``jobs.prune``
+  (:mod:`monolith.jobqueue.pruning`).
 - ``maintenance.optimize`` (daily): refreshes the query planner's statistics.
 
 Jobs here must be safe to run twice: delivery is at least once.
@@ -15,11 +16,13 @@ Jobs here must be safe to run twice: delivery is at least once.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 
 from monolith.jobs import JobContext, job, schedule
 from monolith.services import Components
+from monolith.web import idempotency
 
 log = structlog.get_logger("monolith.maintenance")
 
@@ -41,6 +44,8 @@ async def cleanup(ctx: JobContext[Components]) -> None:
     for part in ctx.services.cleanables():
         result = await part.cleanup()
         log.info("cleaned up", component=type(part).__name__, result=result)
+    forgotten = await idempotency.prune(ctx.services.db, time.time())
+    log.info("pruned idempotency keys", count=forgotten)
 
 
 @job("maintenance.optimize", max_attempts=2, timeout=1800, concurrency=1)

@@ -56,7 +56,7 @@ class Components:
     store: Store
     #: Read-through cache over ``store`` (namespace ``cache``); see :mod:`monolith.cache`.
     cache: Cache
-    #: Server-side sessions over ``store`` (namespace ``sessions``).
+    #: Server-side sessions over ``store`` (namespace ``sessions``, never evicted for the cache).
     sessions: Sessions
     #: The process's Prometheus metrics (added up over every worker by ``/metrics``).
     metrics: Metrics
@@ -84,6 +84,10 @@ class Services(Components):
     state: dict[str, HoldsState] = field(default_factory=dict)
     #: Readiness checks by name; each raises (ideally StateUnavailable) when unhealthy.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
+    #: The checks whose failure leaves this instance serving, degraded (the store: reads come
+    #: from the database, limits count per process): readiness stays 200 and says "degraded",
+    #: so a load balancer does not drain every instance over a dependency they all share.
+    degradable: set[str] = field(default_factory=set)
     #: On a warm standby's data dir: the copy's age; the app serves reads only.
     standby: StandbyMode | None = None
     #: Apply pending migrations at start (never on a standby: its copy comes from the primary).
@@ -120,6 +124,9 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
         busy_timeout_ms=settings.database.busy_timeout_ms,
         readers=settings.database.readers,
         pool_size=settings.database.pool_size,
+        statement_timeout_ms=settings.database.statement_timeout_ms,
+        idle_in_transaction_timeout_ms=settings.database.idle_in_transaction_timeout_ms,
+        direct_url=settings.database.direct_url,
     )
     metrics = Metrics(peers=settings.metrics_peers)
     observability = Observability(settings, db, metrics)
@@ -133,7 +140,7 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
         store=store,
         cache=Cache(store.with_namespace("cache"), metrics=metrics),
         sessions=Sessions(
-            store.with_namespace("sessions"),
+            store.kept("sessions"),
             settings.security.secret_key,
             secure=settings.production,
         ),
@@ -157,6 +164,7 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
     services.components += [observability, store, services.media, services.events, jobs]
     services.health_checks["database"] = db.ping
     services.health_checks["cache"] = store.ping
+    services.degradable.add("cache")
     services.health_checks["jobs"] = jobs.check
     services.state.update(
         {

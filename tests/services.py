@@ -131,8 +131,9 @@ def redis_delete_prefix(prefix: str) -> None:
     run_async(run)
 
 
-def launch_redis(port: int, procs: list[subprocess.Popen[bytes]]) -> None:
-    """Start a redis-server of the test's own on ``port`` (into ``procs``), no persistence."""
+def launch_redis(port: int, procs: list[subprocess.Popen[bytes]], cwd: str | None = None) -> None:
+    """Start a redis-server of the test's own on ``port`` (into ``procs``), no persistence;
+    ``cwd`` is where it would write files if a test turns persistence on."""
     binary = require_binary("redis-server", "redis-server")
     procs.append(
         subprocess.Popen(
@@ -148,6 +149,7 @@ def launch_redis(port: int, procs: list[subprocess.Popen[bytes]]) -> None:
                 "no",
             ],
             stdout=subprocess.DEVNULL,
+            cwd=cwd,
         )
     )
     for _ in range(100):

@@ -12,6 +12,8 @@ from structlog.testing import capture_logs
 from monolith.accounts import model as accounts
 from monolith.accounts.cache import user_changed
 from monolith.cli.common import started_services
+from monolith.sessions import COOKIE, Sessions
+from monolith.store.memory import MemoryStore
 from tests.apphelpers import ADMIN, app_client, make_settings
 from tests.server import base_env, run_cli
 from tests.services import free_port
@@ -277,18 +279,28 @@ async def test_the_admin_pages_sign_in_shares_the_login_limit(data_dir: Path) ->
         assert "ratelimit-limit" not in (await c.get("/admin")).headers
 
 
-async def test_a_store_that_is_down_is_a_503_not_an_error(data_dir: Path) -> None:
+async def test_a_store_that_is_down_degrades_reads_and_refuses_sessions(data_dir: Path) -> None:
     unreachable = f"redis://127.0.0.1:{free_port()}/0"
     limited = make_settings(
         data_dir, MONOLITH_CACHE_URL=unreachable, MONOLITH_RATE_LIMITS="api=100/minute"
     )
     async with app_client(limited) as c:
+        # The limiter counts per process; the read comes from the database.
         r = await c.get("/api/products/1")
-        assert r.status_code == 503  # the limiter needs the store and fails closed
+        assert r.status_code == 404
+        assert r.headers["ratelimit-limit"] == "100"
+        # A session needs the store: a 503 that names no internal host.
+        signer = Sessions(MemoryStore(), limited.security.secret_key, secure=False)
+        await signer.store.start()
+        cookie = await signer.create(1)  # signed with the app's key, held nowhere it can read
+        r = await c.get("/api/me", headers={"Cookie": f"{COOKIE}={cookie}"})
+        assert r.status_code == 503
         assert int(r.headers["retry-after"]) >= 1
+        assert "127.0.0.1" not in r.text
         ready = await c.get("/health/ready")
-        assert ready.status_code == 503
-        assert "cache" in ready.json()["detail"]
+        assert ready.status_code == 200
+        assert ready.json()["status"] == "degraded"
+        assert "cache" in ready.json()["detail"] and "127.0.0.1" not in ready.text
         assert (await c.get("/health/live")).status_code == 200
     # Without a limit in front, a cached read falls back to the database.
     unlimited = make_settings(data_dir, MONOLITH_CACHE_URL=unreachable)

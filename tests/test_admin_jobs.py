@@ -70,7 +70,11 @@ async def test_bad_admin_job_requests_are_4xx_and_change_nothing(data_dir: Path)
         )
         assert r.status_code == 422
         assert r.json()["detail"].startswith("count")
-        r = await client.post("/api/admin/jobs", content=b"{nope", headers=ADMIN)
+        r = await client.post(
+            "/api/admin/jobs",
+            content=b"{nope",
+            headers={**ADMIN, "Content-Type": "application/json"},
+        )
         assert r.status_code == 400
         assert (await client.get("/api/admin/jobs", headers=ADMIN)).json()["jobs"] == []
 

@@ -128,3 +128,75 @@ async def test_an_unexpected_error_is_a_bare_500_and_logged_with_request_id(
     errors = [e for e in logs if e["log_level"] == "error"]
     assert errors
     assert "products" in str(errors[0]["exc_info"])  # SQLite's or PostgreSQL's own error
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None],
+)
+async def test_a_json_route_refuses_other_content_types(
+    client: AsyncTestClient, content_type: str | None
+) -> None:
+    """What a page on another site can send without a CORS preflight is a 415."""
+    headers = dict(ADMIN) | ({"Content-Type": content_type} if content_type else {})
+    body = b'{"name": "x", "price_cents": 5}'
+    r = await client.post("/api/products", content=body, headers=headers)
+    assert r.status_code == 415, r.text
+    assert r.json()["detail"].startswith("Content-Type must be application/json")
+    ok = await client.post(
+        "/api/products", content=body, headers={**ADMIN, "Content-Type": "application/json"}
+    )
+    assert ok.status_code == 201
+    await client.delete(f"/api/products/{ok.json()['id']}", headers=ADMIN)
+    await _unchanged(client)
+
+
+async def test_a_key_given_twice_is_a_400(client: AsyncTestClient) -> None:
+    body = b'{"name": "x", "price_cents": 5, "price_cents": 1}'
+    r = await client.post("/api/products", content=body, headers=JSON)
+    assert r.status_code == 400, r.text
+    assert "price_cents" in r.json()["detail"] and "twice" in r.json()["detail"]
+    await _unchanged(client)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"name": "x\\u0000y", "price_cents": 5}', "name"),
+        (b'{"name": "x", "description": "a\\u001bb", "price_cents": 5}', "description"),
+    ],
+)
+async def test_control_characters_in_text_are_a_422_naming_the_field(
+    client: AsyncTestClient, body: bytes, field: str
+) -> None:
+    r = await client.post("/api/products", content=body, headers=JSON)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith(f"{field}: control characters")
+    await _unchanged(client)
+
+
+async def test_accounts_refuse_nul_in_emails_and_profiles(client: AsyncTestClient) -> None:
+    password = "correct horse battery staple"
+    r = await client.post(
+        "/api/auth/signup", json={"email": "a\u0000@x.com", "password": password, "name": "A"}
+    )
+    assert r.status_code == 422 and r.json()["detail"].startswith("email")
+    for bad in ("ada@@example.com", "ada@example", "ada @example.com", "ada@exa_mple.com"):
+        r = await client.post(
+            "/api/auth/signup", json={"email": bad, "password": password, "name": "A"}
+        )
+        assert r.status_code == 422, bad
+        assert r.json()["detail"].startswith("email: not an email address")
+    r = await client.post(
+        "/api/auth/signup", json={"email": "ada@example.com", "password": password, "name": "A"}
+    )
+    assert r.status_code == 201
+    r = await client.post(
+        "/api/auth/login", json={"email": "ada@example.com", "password": password}
+    )
+    assert r.status_code == 200
+    r = await client.patch("/api/me/profile", json={"bio": "line one\nline\ttwo"})
+    assert r.status_code == 200  # tabs and newlines are text
+    r = await client.patch("/api/me/profile", json={"bio": "nul\u0000here"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("bio: control characters")
+    assert (await client.get("/api/me")).json()["bio"] == "line one\nline\ttwo"

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "monolith.logs",
             "monolith.state",
             "monolith.patch",
+            "monolith.files",
             "monolith.s3url",
         ),
     ),

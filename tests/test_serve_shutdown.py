@@ -49,8 +49,9 @@ class Outcome:
     error: str = ""
 
 
-def _read_response(sock: socket.socket) -> tuple[int, bytes]:
-    """One HTTP/1.1 response (status, body) read by Content-Length."""
+def _read_response(sock: socket.socket) -> tuple[int, bytes, bool]:
+    """One HTTP/1.1 response (status, body, whether it says ``Connection: close``) read by
+    Content-Length."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -61,16 +62,19 @@ def _read_response(sock: socket.socket) -> tuple[int, bytes]:
     lines = head.split(b"\r\n")
     status = int(lines[0].split()[1])
     length = 0
+    closing = False
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value)
+        elif name.strip().lower() == b"connection":
+            closing = value.strip().lower() == b"close"
     while len(body) < length:
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError(f"body cut at {len(body)}/{length} bytes")
         body += chunk
-    return status, body
+    return status, body, closing
 
 
 def _client(port: int, keepalive: bool, stop: threading.Event, out: list[Outcome]) -> None:
@@ -97,14 +101,14 @@ def _client(port: int, keepalive: bool, stop: threading.Event, out: list[Outcome
             continue
         sent_at = time.monotonic()
         try:
-            status, _ = _read_response(sock)
+            status, _, closing = _read_response(sock)
             out.append(Outcome(sent_at, connected_at, status == 200, f"status {status}"))
         except (OSError, ConnectionError, ValueError, IndexError) as exc:
             out.append(Outcome(sent_at, connected_at, False, repr(exc)))
             sock.close()
             sock = None
             continue
-        if not keepalive:
+        if not keepalive or closing:  # as HTTP says: no request after Connection: close
             sock.close()
             sock = None
     if sock is not None:

@@ -205,7 +205,10 @@ def test_a_cache_directory_deleted_or_corrupted_while_serving_costs_misses(
     assert ready.status_code == 200, ready.text
 
 
-def test_redis_going_away_is_a_503_and_heals_itself(tmp_path: Path) -> None:
+def test_redis_going_away_degrades_and_heals_itself(tmp_path: Path) -> None:
+    """Redis down, PostgreSQL (or SQLite) fine: reads come from the database, rate limits
+    count per process, a route that needs a session is a 503 naming no host, and readiness
+    says "degraded" (200) so a load balancer keeps the instance; all heals when Redis is back."""
     require_binary("redis-server", "redis-server")
     port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
@@ -221,19 +224,44 @@ def test_redis_going_away_is_a_503_and_heals_itself(tmp_path: Path) -> None:
         with ServerProcess(data_dir, workers=2, env=env) as proc:
             url = f"{proc.url}/api/products?limit=5"
             assert {r.status_code for r in many(6, "GET", url)} == {200}
+            account = {"email": "ada@example.com", "password": PASSWORD, "name": "Ada"}
+            assert fresh("POST", f"{proc.url}/api/auth/signup", json=account).status_code == 201
+            login = fresh(
+                "POST",
+                f"{proc.url}/api/auth/login",
+                json={"email": account["email"], "password": PASSWORD},
+            )
+            assert login.status_code == 200, login.text
+            cookie = {"Cookie": login.headers["set-cookie"].split(";")[0]}
             procs[-1].send_signal(signal.SIGKILL)
             procs[-1].wait()
-            down = many(8, "GET", url)
-            assert {r.status_code for r in down} == {503}
-            assert all(int(r.headers["retry-after"]) >= 1 for r in down)
-            assert fresh("GET", f"{proc.url}/health/ready").status_code == 503
+
+            down = on_both(8, "GET", url, headers=cookie)
+            assert {r.status_code for r in down} == {200}, [r.text for r in down]
+            assert all(r.headers["ratelimit-limit"] == "100000" for r in down)
+            me = many(4, "GET", f"{proc.url}/api/me", headers=cookie)
+            assert {r.status_code for r in me} == {503}
+            assert all(int(r.headers["retry-after"]) >= 1 for r in me)
+            assert not any(str(port) in r.text or "127.0.0.1" in r.text for r in me)
+            ready = fresh("GET", f"{proc.url}/health/ready")
+            assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+            assert ready.json()["checks"]["database"] == "ok"
+            assert str(port) not in ready.text
             assert fresh("GET", f"{proc.url}/health/live").status_code == 200
+            metrics = fresh("GET", f"{proc.url}/metrics", headers=ADMIN).text
+            assert 'monolith_ratelimit_fallbacks_total{limit="api"}' in metrics
+            overview = fresh("GET", f"{proc.url}/api/admin/overview", headers=ADMIN).json()
+            assert overview["now"]["rate_limit_fallbacks_total"] >= len(down)
+            # Logged once per outage and limit in each worker, not once per request.
+            said = proc.log_text().count("rate limit counted per process")
+            assert 1 <= said <= 2, said
 
             launch_redis(port, procs)  # same port, empty: nothing restarted on our side
             back = many(10, "GET", url)
             assert {r.status_code for r in back} == {200}
             assert len(pids(back)) == 2
-            assert fresh("GET", f"{proc.url}/health/ready").status_code == 200
+            ready = fresh("GET", f"{proc.url}/health/ready")
+            assert ready.status_code == 200 and ready.json()["status"] == "ok"
     finally:
         for p in procs:
             if p.poll() is None:

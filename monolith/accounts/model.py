@@ -3,6 +3,9 @@
 Passwords are hashed with argon2id (argon2-cffi's defaults, RFC 9106 low-memory profile) in
 one of two threads per process: one hash takes a few hundred milliseconds of
 CPU and 64 MiB, and must neither stall the event loop nor let a burst of logins exhaust memory.
+At most ``HASH_QUEUE`` more wait for a thread; past that a sign-in is refused at once with
+:class:`HashingBusy` (503 + ``Retry-After``) instead of waiting behind a queue that only grows
+(100 logins at once would otherwise each wait for the 99 before them, for seconds).
 A login with an unknown email still verifies against a fixed hash, so both failures cost the
 same time and give the same answer.
 
@@ -12,30 +15,59 @@ This module must never log, return or store a password, only its hash.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from email_validator import EmailNotValidError, validate_email
 
 from monolith.db import Database, Queries, Row
-from monolith.errors import IntegrityViolation, InvalidField
+from monolith.errors import IntegrityViolation, InvalidField, StateUnavailable
 from monolith.patch import Patch
 
+T = TypeVar("T")
 Role = Literal["user", "admin"]
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254)]
 Password = Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Bio = Annotated[str, msgspec.Meta(max_length=2000)]
 
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _COLUMNS = "id, email, name, bio, role, created_at"
 _hasher = PasswordHasher()
-# Two hashing threads per process: the queue in front of them is the concurrency limit.
-_hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
+#: Hashing threads per process, and how many hashes may wait for one of them.
+HASH_THREADS = 2
+HASH_QUEUE = 6
+
+
+class HashingBusy(StateUnavailable):
+    """Every hashing thread is busy and the queue in front of them is full (HTTP 503)."""
+
+    public = "too many sign-ins at once; retry in a moment"
+
+
+class _Hashing:
+    """A thread pool with a bounded queue: a call past ``threads + queue`` fails at once."""
+
+    def __init__(self, threads: int, queue: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
+        self.capacity = threads + queue
+        self.admitted = 0
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.admitted >= self.capacity:
+            raise HashingBusy("too many sign-ins at once; retry in a moment", retry_after=1)
+        self.admitted += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            self.admitted -= 1
+
+
+_hashing = _Hashing(HASH_THREADS, HASH_QUEUE)
 # Verified against when the email is unknown, so that answer takes as long as a wrong password
 # (the hash of a random string nobody knows; made once with the same parameters).
 _DUMMY_HASH = (
@@ -88,10 +120,13 @@ class EmailTaken(IntegrityViolation):
 
 
 def normalize_email(email: str) -> str:
-    email = email.strip().lower()
-    if not _EMAIL.fullmatch(email):
-        raise InvalidEmail("email: not an email address")
-    return email
+    """The address in the form it is stored and looked up in: checked by email-validator (the
+    syntax of RFC 5321/5322 and IDNA; no DNS lookup), then lowercased."""
+    try:
+        checked = validate_email(email.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidEmail(f"email: not an email address ({exc})") from None
+    return checked.normalized.lower()
 
 
 def to_user(row: Row) -> User:
@@ -106,13 +141,12 @@ def to_user(row: Row) -> User:
 
 
 async def hash_password(password: str) -> str:
-    return await asyncio.get_running_loop().run_in_executor(_hashing, _hasher.hash, password)
+    return await _hashing.run(_hasher.hash, password)
 
 
 async def _verify(password_hash: str, password: str) -> bool:
-    loop = asyncio.get_running_loop()
     try:
-        return await loop.run_in_executor(_hashing, _hasher.verify, password_hash, password)
+        return await _hashing.run(_hasher.verify, password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import time
 
 from monolith.cli.common import (
     check_port,
+    fail,
     reachable_database,
     run,
     settings_from_env,
@@ -38,13 +40,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def port_answers(host: str, port: int) -> bool:
+    """True when something already accepts connections on ``host:port``.
+
+    granian binds with ``SO_REUSEPORT``, so a second server on a taken port would start
+    without error and the kernel would share connections between two different apps.
+    """
+    if port == 0:
+        return False
+    # A wildcard address is asked on loopback.
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    try:
+        with socket.create_connection((target, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     # Every argument and setting is checked before anything is written.
     port = check_port(args.port) if args.port is not None else None
     workers = parse_workers(args.workers) if args.workers else None
     settings = settings_from_env(service=True)
+    host = args.host or settings.server.host
+    port = settings.server.port if port is None else port
+    if port_answers(host, port):
+        return fail("serve", f"{host}:{port} already answers; is another server running there?")
     run(reachable_database(settings))  # a missing PostgreSQL database: one line, nothing written
-    port = port or settings.server.port
     # Before anything counts and before granian forks: every process of this serve writes
     # its metrics to a fresh directory, and /metrics adds them up.
     enable_multiprocess(settings.serve_metrics_dir)
@@ -65,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = workers or settings.server.workers
     write_serve_file(settings, workers)  # doctor reports the real worker count
     serve(
-        host=args.host or settings.server.host,
+        host=host,
         port=port,
         workers=workers,
         graceful_timeout=settings.server.graceful_timeout,

@@ -26,6 +26,7 @@ from monolith.database import sqlite_path
 from monolith.database.base import BackupProgress, Database
 from monolith.database.migrate import available
 from monolith.errors import BackupError
+from monolith.files import private_dir
 
 #: Backups made by `monolith backup`: monolith-20250101T031500Z.db (UTC), then -1, -2... when
 #: several start within one second.
@@ -103,10 +104,10 @@ def _target(to: Path | None, backup_dir: Path) -> Path:
     if to is not None and not to.is_dir():
         if to.exists():
             raise BackupError(f"{to} already exists; backups never overwrite a file")
-        to.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(to.parent)
         return to
     folder = to if to is not None else backup_dir
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     name = backup_name()
     path, n = folder / name, 0
     while path.exists():  # several backups within one second
@@ -221,7 +222,7 @@ def place(
     if in_the_way:
         shown = ", ".join(in_the_way[:3]) + (" ..." if len(in_the_way) > 3 else "")
         raise BackupError(f"restore goes into an empty data dir only; {data_dir} holds {shown}")
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(db_path.parent)
     with _staged(db_path) as stage:
         write(stage.path)
         self_contained(stage.path)

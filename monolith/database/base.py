@@ -138,6 +138,11 @@ class Database(Queries):
     async def ping(self) -> None:
         """Raise :class:`~monolith.errors.StateUnavailable` unless the database answers."""
 
+    async def connection_limit(self) -> int | None:
+        """How many connections the server admits for the app, or None where that is no limit
+        (SQLite). ``doctor`` compares it with every instance's and worker's pools."""
+        return None
+
     async def optimize(self) -> None:
         """Refresh the query planner's statistics (a daily job). Default: the server does it."""
         return None

@@ -2,6 +2,19 @@
 
 The app's SQL uses ``?`` placeholders; they become ``$1, $2, ...`` here, once per distinct
 statement (cached). asyncpg's own prepared-statement cache then makes repeated statements cheap.
+
+Every connection of the pool runs with server-side limits: ``statement_timeout`` (a runaway
+query is cancelled by the server, not only abandoned by the client) and
+``idle_in_transaction_session_timeout`` (a transaction left open by a stuck process releases
+its locks).
+
+PgBouncer in transaction mode: set ``direct_url`` (``MONOLITH_DB_DIRECT_URL``) to a direct
+connection to PostgreSQL and point the database URL at PgBouncer. The pool then runs with
+asyncpg's prepared-statement cache off (a prepared statement lives on one server connection,
+which transaction pooling does not keep), sends no startup settings (PgBouncer refuses
+unknown ones: set the two timeouts on the role instead, ``ALTER ROLE ... SET``), and
+``LISTEN`` and the job runner's election lock, which need one session for as long as they
+last, use ``direct_url``.
 """
 
 from __future__ import annotations
@@ -135,9 +148,20 @@ class PostgresDatabase(Database):
         busy_timeout_ms: int = 5000,
         readers: int = 0,
         command_timeout: float = 30.0,
+        statement_timeout_ms: int = 30_000,
+        idle_in_transaction_timeout_ms: int = 60_000,
+        direct_url: str = "",
     ) -> None:
         del synchronous, readers
         self.url = url
+        #: Where LISTEN and the election connect: PostgreSQL itself, never a pooler.
+        self.direct_url = direct_url or url
+        #: The pool goes through PgBouncer (transaction mode): no prepared-statement cache.
+        self.pooled = bool(direct_url) and direct_url != url
+        self.server_settings = {
+            "statement_timeout": str(statement_timeout_ms),
+            "idle_in_transaction_session_timeout": str(idle_in_transaction_timeout_ms),
+        }
         self.pool_size = pool_size
         self.connect_timeout = max(1.0, busy_timeout_ms / 1000)
         self.command_timeout = command_timeout
@@ -172,6 +196,11 @@ class PostgresDatabase(Database):
                 max_size=self.pool_size,
                 timeout=self.connect_timeout,
                 command_timeout=self.command_timeout,
+                **(
+                    {"statement_cache_size": 0}
+                    if self.pooled
+                    else {"server_settings": self.server_settings}
+                ),
             )
         except asyncpg.exceptions.InvalidCatalogNameError:
             name = urlsplit(self.url).path.lstrip("/")
@@ -221,6 +250,14 @@ class PostgresDatabase(Database):
 
     async def ping(self) -> None:
         await self.fetch_one("SELECT 1")
+
+    async def connection_limit(self) -> int | None:
+        # The connections reserved for superusers are not the app's to use.
+        value = await self.fetch_val(
+            "SELECT current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int"
+        )
+        return int(value)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:

@@ -57,6 +57,7 @@ from monolith.errors import (
     NotStarted,
     WritesFenced,
 )
+from monolith.files import private_file
 
 T = TypeVar("T")
 
@@ -175,8 +176,12 @@ class SQLiteDatabase(Database):
         pool_size: int = 0,  # accepted for a uniform factory; SQLite uses `readers`
         max_batch: int = 64,
         sync_read_ms: float = 1.0,
+        # PostgreSQL settings, accepted for a uniform factory:
+        statement_timeout_ms: int = 0,
+        idle_in_transaction_timeout_ms: int = 0,
+        direct_url: str = "",
     ) -> None:
-        del pool_size
+        del pool_size, statement_timeout_ms, idle_in_transaction_timeout_ms, direct_url
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         self.busy_timeout_ms = busy_timeout_ms
@@ -232,7 +237,8 @@ class SQLiteDatabase(Database):
     async def start(self) -> None:
         if self._writer is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # SQLite gives the -wal and -shm files the mode of the database file.
+        private_file(self.path)
         try:
             self._box.open()
             self._writer = await self._connect(writer=True)

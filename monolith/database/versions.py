@@ -58,6 +58,12 @@ LEGACY_CHECKSUMS: dict[int, frozenset[str]] = {
             "7e1a432ddcaf5eadbd5c4f5c469c35808b8bd0b131498c4b9e68bc766cc12d10",
         }
     ),
+    7: frozenset(
+        {
+            "d0f45f0c076642f96edf32fd4595a4d6abd1400f53a6499a41915a1582ed5010",
+            "aa67a1347d5a421c4aa9b31173c29f98f0ff8cca5db15d01f7096ab90d26f5d3",
+        }
+    ),
     8: frozenset(
         {
             "3d6b5cf4591957b0582eac57c0cbdcb3f0d6344021b3a25d2e03d684bca000ec",

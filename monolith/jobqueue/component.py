@@ -241,7 +241,7 @@ class Jobs(Generic[C]):
         """The readiness check: raise :class:`StateUnavailable` naming what is wrong."""
         ok, why = await self.health()
         if not ok:
-            raise StateUnavailable(why, retry_after=5)
+            raise StateUnavailable(why, retry_after=5, public=why)
 
 
 def judge(stats: QueueStats, now: float, *, lease: float) -> tuple[bool, str]:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from monolith.database.base import Transaction
+from monolith.files import private_dir
 
 # sockaddr_un holds 108 bytes on Linux; a wake folder whose socket names would not fit goes
 # to the temporary directory. A socket's name: "<pid>-<8 hex digits>".
@@ -203,8 +204,8 @@ class FileLockElection(Election):
     async def try_acquire(self) -> bool:
         if self._fd is not None:
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        private_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

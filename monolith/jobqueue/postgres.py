@@ -31,7 +31,8 @@ _CLAIM_LOCK = 0x6D6F6E63  # "monc": claims that count running jobs per name
 
 
 def _url(db: Database) -> str:
-    url = getattr(db, "url", None)
+    """A direct connection's URL (never PgBouncer's: LISTEN and the lock need a session)."""
+    url = getattr(db, "direct_url", None) or getattr(db, "url", None)
     if not isinstance(url, str):
         raise TypeError("the PostgreSQL job queue needs a PostgreSQL database")
     return url

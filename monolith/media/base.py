@@ -49,6 +49,8 @@ class UnsupportedMedia(MediaError, UnsupportedType):
 class MediaUnavailable(MediaError, StateUnavailable):
     """The storage cannot take or give files right now (disk full, bucket down): HTTP 503."""
 
+    public = "file storage is unavailable"
+
 
 def new_key(extension: str) -> str:
     """A fresh random key with ``extension`` (one of :data:`CONTENT_TYPES`)."""

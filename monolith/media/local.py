@@ -18,6 +18,7 @@ import os
 import secrets
 from pathlib import Path
 
+from monolith.files import private_dir
 from monolith.media.base import MediaNotFound, MediaStorage, MediaUnavailable, check_key
 from monolith.state import filesystem_scope
 
@@ -36,7 +37,8 @@ class LocalMediaStorage(MediaStorage):
 
     async def start(self) -> None:
         try:
-            await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(private_dir, self.root.parent)
+            await asyncio.to_thread(self.root.mkdir, exist_ok=True)
         except OSError as exc:
             raise MediaUnavailable(f"cannot create the media directory: {exc}") from exc
 

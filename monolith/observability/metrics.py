@@ -26,6 +26,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from monolith.files import private_dir
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -50,7 +52,7 @@ def enable_multiprocess(directory: Path, *, wipe: bool = True) -> None:
     """
     if wipe and directory.exists():
         shutil.rmtree(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     if not wipe:
         for path in directory.glob("gauge_live*_*.db"):
             pid = int(path.stem.rsplit("_", 1)[1])
@@ -157,6 +159,12 @@ class Metrics:
             "monolith_db_slow_statements",
             "Statements slower than MONOLITH_SLOW_STATEMENT_MS",
             ["verb"],
+            registry=r,
+        )
+        self.ratelimit_fallbacks = Counter(
+            "monolith_ratelimit_fallbacks",
+            "Rate-limit decisions counted per process because the store was unavailable",
+            ["limit"],
             registry=r,
         )
         # -- the process -----------------------------------------------------------------

@@ -68,6 +68,7 @@ def current(metrics: Iterable[Metric]) -> dict[str, Any]:
             "size_bytes": _sum(families, "monolith_cache_size_bytes"),
             "entries": _sum(families, "monolith_cache_entries"),
         },
+        "rate_limit_fallbacks_total": _sum(families, "monolith_ratelimit_fallbacks"),
         "processes": len(memory),
         "memory_bytes": sum(v for _, v in memory),
         "worker_restarts": _sum(families, "monolith_worker_restarts"),

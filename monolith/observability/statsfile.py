@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from monolith.files import private_file
 from monolith.observability.statements import Order, Statement
 
 _SCHEMA = """
@@ -73,7 +74,7 @@ class StatsFile:
         try:
             if not self._ready:
                 with self._lock:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    private_file(self.path)
                     conn.execute("PRAGMA journal_mode = WAL")
                     conn.executescript(_SCHEMA)
                     self._ready = True

@@ -146,6 +146,16 @@ class Store(NamespacedStore):
         child._set_namespace(self._children + namespace)
         return child
 
+    def kept(self, namespace: str) -> Self:
+        """A child namespace whose entries are never evicted to make room for other
+        namespaces' entries (sessions must not go to make room for cache entries).
+
+        A backend with one size limit over every key keeps these apart (the disk store: a
+        directory of its own); on Redis, eviction is the server's ``maxmemory-policy``, which
+        ``doctor`` checks.
+        """
+        return self.with_namespace(namespace)
+
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -178,6 +188,12 @@ class Store(NamespacedStore):
     @abc.abstractmethod
     def describe(self) -> str:
         """A safe one-line description (no password) for logs and ``doctor``."""
+
+    async def retention_risks(self) -> list[str]:
+        """Ways this backend may lose entries before their time to live is up (a server that
+        keeps nothing across a restart, an eviction policy that may drop any key), in an
+        operator's words; ``doctor`` warns with them about the sessions. Default: none."""
+        return []
 
     async def delete_expired(self) -> int:
         """Drop expired entries now (Litestar's name); how many. Redis expires keys itself."""

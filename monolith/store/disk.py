@@ -35,11 +35,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import diskcache
 
 from monolith.errors import CacheUnavailable
+from monolith.files import private_dir, private_file
+from monolith.logs import get_logger
 from monolith.state import Scope
 from monolith.store.base import Store
 from monolith.store.generations import GenerationTable
@@ -52,6 +54,13 @@ _CORRUPT = ("malformed", "not a database")
 _REOPEN = ("readonly", "no such table", "unable to open", "disk i/o")
 _LIVE_ROW = "SELECT rowid, expire_time, value FROM Cache WHERE key = ? AND raw = 1"
 _LIVE = "key = ? AND raw = 1 AND value = ? AND (expire_time IS NULL OR expire_time > ?)"
+#: A directory that could not be opened (a full disk) is tried again at most this often.
+REOPEN_SECONDS = 1.0
+#: The suffix of the sibling directory of namespaces kept apart from eviction
+#: (:meth:`DiskStore.kept`): ``var/cache`` -> ``var/cache-kept``.
+KEPT_SUFFIX = "-kept"
+
+log = get_logger("monolith.store")
 
 
 class _Unreadable(OSError):
@@ -91,14 +100,18 @@ class _BytesDisk(diskcache.Disk):  # type: ignore[misc]
 class _Directory:
     """The one open ``diskcache.Cache`` shared by every namespace view in this process."""
 
-    def __init__(self, path: Path, size_limit: int, timeout: float) -> None:
+    def __init__(self, path: Path, size_limit: int, timeout: float, *, evict: bool = True) -> None:
         self.path = path
         self.size_limit = size_limit
         self.timeout = timeout
+        #: False: nothing is ever evicted here to make room (the sessions' directory).
+        self.evict = evict
         self.cache: diskcache.Cache | None = None
         self.ident: tuple[int, int] | None = None
         self.db_file = str(path / _DB_NAME)  # a str: os.stat on a Path costs twice as much
         self._writer: ThreadPoolExecutor | None = None
+        self._failed_at = 0.0
+        self._failure = ""
 
     def writer(self) -> ThreadPoolExecutor:
         """The thread this process's writes run on (one: they serialize here, not in SQLite)."""
@@ -114,19 +127,31 @@ class _Directory:
 
     def open(self) -> None:
         self.close()
-        # 0700: the directory holds sessions; nobody else on the box may read or write it.
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.path, 0o700)
-        self.ident = self._stat()
-        self.cache = diskcache.Cache(
-            str(self.path),
-            timeout=self.timeout,
-            disk=_BytesDisk,
-            size_limit=self.size_limit,
-            eviction_policy="least-recently-stored",
-            statistics=0,
-            tag_index=0,
-        )
+        try:
+            # 0700: the directory holds sessions; nobody else on the box may read or write it.
+            private_dir(self.path)
+            os.chmod(self.path, 0o700)
+            private_file(Path(self.db_file))  # 0600; SQLite gives -wal and -shm the same mode
+            self.ident = self._stat()
+            self.cache = diskcache.Cache(
+                str(self.path),
+                timeout=self.timeout,
+                disk=_BytesDisk,
+                size_limit=self.size_limit,
+                eviction_policy="least-recently-stored" if self.evict else "none",
+                statistics=0,
+                tag_index=0,
+            )
+        except (sqlite3.Error, OSError) as exc:
+            # A full disk: diskcache cannot even write its settings. Say so once, and let
+            # callers get a 503 without trying again more than once per REOPEN_SECONDS.
+            if not self._failure:
+                log.warning("the disk cache cannot be opened", path=str(self.path), error=str(exc))
+            self._failed_at, self._failure = time.monotonic(), str(exc) or type(exc).__name__
+            raise
+        if self._failure:
+            log.info("the disk cache is open again", path=str(self.path))
+            self._failure = ""
         self.ident = self._stat()
 
     def close(self) -> None:
@@ -144,6 +169,10 @@ class _Directory:
     def current(self) -> diskcache.Cache:
         """The open cache: opened on first use, reopened if ``cache.db`` is no longer the file
         it has open."""
+        if self.cache is None and time.monotonic() - self._failed_at < REOPEN_SECONDS:
+            raise CacheUnavailable(
+                f"the disk cache at {self.path} cannot be opened: {self._failure}", retry_after=1
+            )
         if self.cache is None or self._stat() != self.ident:
             self.open()
         assert self.cache is not None
@@ -186,15 +215,39 @@ class DiskStore(Store):
         #: The directory (``shutil.rmtree`` it and the next call starts an empty one).
         self.path = Path(path).absolute()
         self._dir = _Directory(self.path, size_limit_mb * 1024 * 1024, timeout)
+        # Every directory of this store (the main one, and the kept one once asked for),
+        # shared by all namespace views so that stop reaches each of them.
+        self._dirs: list[_Directory] = [self._dir]
         self._windows = WindowTable(self.path / "windows.bin")
         self._generations_table = GenerationTable(self.path / "generations.bin")
 
+    def kept(self, namespace: str) -> Self:
+        """A child namespace in a directory of its own, ``<path>-kept``, with no size limit:
+        cache entries filling the main directory never evict what lives here (sessions).
+        A sibling rather than a sub-directory: a corrupt main directory is thrown away whole."""
+        child = self.with_namespace(namespace)
+        kept = next((d for d in self._dirs if not d.evict), None)
+        if kept is None:
+            path = self.path.with_name(self.path.name + KEPT_SUFFIX)
+            kept = _Directory(path, 0, self._dir.timeout, evict=False)
+            self._dirs.append(kept)
+        child._dir = kept
+        return child
+
     def _open(self) -> None:
-        if self._dir.cache is None:
-            self._run(lambda c: None)
+        # A directory that cannot be opened now (a full disk) is not a failed start: a worker
+        # that cannot start is respawned into a crash loop. Each use tries again (a 503 until
+        # it works); the failure is logged once.
+        for directory in self._dirs:
+            if directory.cache is None:
+                try:
+                    self._run(lambda c: None, directory)
+                except CacheUnavailable:
+                    pass
 
     async def stop(self) -> None:
-        self._dir.shutdown()
+        for directory in self._dirs:
+            directory.shutdown()
         self._windows.close()
         self._generations_table.close()
 
@@ -209,30 +262,31 @@ class DiskStore(Store):
 
     async def delete_expired(self) -> int:
         # Writes cull only a few expired rows each; this sweeps them all (indexed on expiry).
-        return int(await self._write(lambda c: c.expire()))
+        return sum([int(await self._write(lambda c: c.expire(), d)) for d in self._dirs])
 
     def _size_bytes(self) -> int | None:
         return int(self._run(lambda c: c.volume()))
 
-    def _run(self, op: Callable[[diskcache.Cache], T]) -> T:
+    def _run(self, op: Callable[[diskcache.Cache], T], directory: _Directory | None = None) -> T:
         """Run one operation; on a damaged directory, recover and run it once more."""
+        directory = directory or self._dir
         for attempt in (1, 2):
             try:
-                return op(self._dir.current())
+                return op(directory.current())
             except diskcache.Timeout as exc:
                 raise CacheUnavailable(
-                    f"the disk cache stayed locked for {self._dir.timeout}s", retry_after=1
+                    f"the disk cache stayed locked for {directory.timeout}s", retry_after=1
                 ) from exc
             except (sqlite3.DatabaseError, OSError) as exc:
                 if "locked" in str(exc):
                     raise CacheUnavailable("the disk cache is locked", retry_after=1) from exc
-                if attempt == 2 or not self._recover(exc):
+                if attempt == 2 or not self._recover(directory, exc):
                     raise CacheUnavailable(f"the disk cache cannot be used: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def _recover(self, exc: Exception) -> bool:
+    def _recover(self, directory: _Directory, exc: Exception) -> bool:
         try:
-            return self._dir.recover(exc)
+            return directory.recover(exc)
         except (sqlite3.DatabaseError, OSError):
             return False
 
@@ -249,10 +303,13 @@ class DiskStore(Store):
 
         return await self._write(get_and_renew)
 
-    async def _write(self, op: Callable[[diskcache.Cache], T]) -> T:
-        """Run a write on this process's store-writer thread (see the module docstring)."""
+    async def _write(
+        self, op: Callable[[diskcache.Cache], T], directory: _Directory | None = None
+    ) -> T:
+        """Run a write on the store-writer thread of its directory (see the module docstring)."""
+        directory = directory or self._dir
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._dir.writer(), self._run, op)
+        return await loop.run_in_executor(directory.writer(), self._run, op, directory)
 
     async def _set(self, key: str, value: bytes, ttl: float | None) -> None:
         await self._write(lambda c: c.set(key, value, expire=ttl))

@@ -76,6 +76,10 @@ return 0
 _GLOB = re.compile(r"([*?\[\]\\])")
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -175,6 +179,33 @@ class RedisStore(Store, LitestarRedisStore):
 
     async def ping(self) -> None:
         await self._call(self._redis.ping())
+
+    async def retention_risks(self) -> list[str]:
+        redis = self._redis
+        try:
+            # redis-py 5 types the answer with bytes, 8 with optional str: read it as given.
+            config: dict[Any, Any] = {}
+            for name in ("save", "appendonly", "maxmemory", "maxmemory-policy"):
+                config.update(await self._call(redis.config_get(name)))
+        except ResponseError as exc:  # CONFIG refused (a managed Redis): say what is unknown
+            return [
+                f"Redis does not show its configuration ({exc}); check that it persists "
+                "sessions and never evicts them"
+            ]
+        value = {_text(k): _text(v) for k, v in config.items() if k is not None and v is not None}
+        risks = []
+        if not value.get("save", "").strip() and value.get("appendonly") != "yes":
+            risks.append(
+                "Redis keeps nothing across a restart (no RDB snapshots, appendonly no): a "
+                "restart signs every user out; set appendonly yes (or save)"
+            )
+        policy = value.get("maxmemory-policy", "noeviction")
+        if value.get("maxmemory", "0") != "0" and policy != "noeviction":
+            risks.append(
+                f"Redis evicts keys when full (maxmemory-policy {policy}): sessions may be "
+                "dropped to make room; use noeviction, or a Redis of their own"
+            )
+        return risks
 
     def describe(self) -> str:
         parts = urlsplit(self._client.url)

@@ -14,8 +14,8 @@ table), :meth:`WindowTable.hit` returns None and the caller counts another way.
 Two keys with the same 64-bit hash would share a counter: with blake2b that is a 2^-64 event
 per pair, far below anything a rate limit can notice.
 
-What this module must never do: block on anything but the slot lock, or keep a count in the
-process (every count lives in the shared file).
+What this module must never do: block on anything but the slot lock, keep a count in the
+process (every count lives in the shared file), or map a page the disk has not reserved.
 """
 
 from __future__ import annotations
@@ -27,11 +27,19 @@ import os
 import struct
 from pathlib import Path
 
+from monolith.files import private_dir
+
 SLOTS = 1 << 15  # 32,768 slots: 1 MiB
 PROBE = 8
 _SLOT = struct.Struct("<QdQd")  # key hash, window start, count, period
 _SIZE = _SLOT.size
 FILE_SIZE = SLOTS * _SIZE
+
+
+def _allocated(fd: int) -> bool:
+    """Whether the file is full size with its blocks on disk (not sparse)."""
+    st = os.fstat(fd)
+    return st.st_size >= FILE_SIZE and st.st_blocks * 512 >= FILE_SIZE
 
 
 class WindowTable:
@@ -45,14 +53,17 @@ class WindowTable:
 
     def _open(self) -> None:
         self.close()
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            if os.fstat(fd).st_size < FILE_SIZE:
+            if not _allocated(fd):
                 fcntl.lockf(fd, fcntl.LOCK_EX)  # one process sizes it; zeros mean empty slots
                 try:
-                    if os.fstat(fd).st_size < FILE_SIZE:
-                        os.ftruncate(fd, FILE_SIZE)
+                    if not _allocated(fd):
+                        # Every block reserved before it is mapped: a write to a page of a
+                        # sparse file on a full disk is a SIGBUS that kills the process; a
+                        # failed reservation here is an OSError (ENOSPC) the caller handles.
+                        os.posix_fallocate(fd, 0, FILE_SIZE)
                 finally:
                     fcntl.lockf(fd, fcntl.LOCK_UN)
             self._map = mmap.mmap(fd, FILE_SIZE)

@@ -16,11 +16,13 @@ from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import Parameter
 from litestar.types import ControllerRouterHandler
 
+from monolith.db import Transaction
 from monolith.errors import UnknownJob
 from monolith.jobqueue.base import STATES, Job
 from monolith.services import Services
 from monolith.web.body import UnprocessableEntity, decode
 from monolith.web.guards import admin_guard
+from monolith.web.idempotency import write_once
 
 Req = Request[Any, Any, Any]
 JobId = Annotated[int, Parameter(ge=1, le=2**62)]
@@ -63,14 +65,15 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         return {"jobs": [j.as_dict() for j in jobs], "counts": stats.counts}
 
     @post("/api/admin/jobs", guards=admin, summary="Enqueue jobs by name (admin)")
-    async def enqueue(request: Req) -> dict[str, Any]:
+    async def enqueue(request: Req) -> dict[str, Any] | Response[bytes]:
         body = await decode(request, EnqueueIn)
         try:
             svc.jobs.registry.get(body.name)
         except UnknownJob as exc:
             raise UnprocessableEntity(detail=f"name: {exc}") from None
-        ids = []
-        async with svc.db.transaction() as tx:
+
+        async def write(tx: Transaction) -> dict[str, Any]:
+            ids = []
             for _ in range(body.count):
                 ids.append(
                     await svc.jobs.enqueue(
@@ -81,7 +84,10 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
                         tx=tx,
                     )
                 )
-        return {"ids": ids}
+            return {"ids": ids}
+
+        # With an Idempotency-Key, a retried request enqueues nothing more.
+        return await write_once(svc, request, write, status=201)
 
     @post("/api/admin/jobs/{job_id:int}/retry", guards=admin, status_code=200)
     async def retry(job_id: JobId) -> dict[str, Any]:

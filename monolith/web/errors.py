@@ -60,9 +60,12 @@ def validation_exception(_: Req, exc: ValidationException) -> Response[Any]:
 
 
 def state_unavailable(request: Req, exc: StateUnavailable) -> Response[Any]:
+    # The log gets the whole message; the client only the kind (no internal host or path).
     log.warning("dependency unavailable", path=request.url.path, error=str(exc))
     return _error(
-        503, f"service temporarily unavailable: {exc}", {"Retry-After": str(exc.retry_after)}
+        503,
+        f"service temporarily unavailable: {exc.public}",
+        {"Retry-After": str(exc.retry_after)},
     )
 
 

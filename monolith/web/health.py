@@ -1,4 +1,11 @@
-"""Liveness and readiness for systemd, Caddy's health checks and monitoring."""
+"""Liveness and readiness for systemd, Caddy's health checks and monitoring.
+
+``/health/ready`` answers three ways: 200 ``ok``; 200 ``degraded`` when only a dependency
+that every instance shares and the app can serve without is failing (the store: a load
+balancer that drained on it would drain every instance at once); 503 when this instance
+cannot serve (its database, its job runner). A failed check is named with the kind of
+failure (no internal host or path: the page is public); the whole error goes to the log.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,11 @@ from typing import Any
 from litestar import Response, get
 from litestar.types import ControllerRouterHandler
 
+from monolith.errors import StateUnavailable
+from monolith.logs import get_logger
 from monolith.services import Services
+
+log = get_logger("monolith.health")
 
 CHECK_TIMEOUT = 2.0
 
@@ -25,8 +36,12 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
                 await asyncio.wait_for(svc.health_checks[name](), CHECK_TIMEOUT)
             except TimeoutError:
                 return name, "timed out"
+            except StateUnavailable as exc:
+                log.warning("readiness check failed", check=name, error=str(exc))
+                return name, exc.public
             except Exception as exc:
-                return name, str(exc) or exc.__class__.__name__
+                log.warning("readiness check failed", check=name, error=repr(exc))
+                return name, exc.__class__.__name__
             return name, None
 
         results = await asyncio.gather(*(run(n) for n in svc.health_checks))
@@ -34,6 +49,15 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         failed = [name for name, error in results if error]
         # A standby says how far behind its copy is, ready or not.
         extra = {"standby": svc.standby.state()} if svc.standby is not None else {}
+        if failed and all(name in svc.degradable for name in failed):
+            return Response(
+                {
+                    "status": "degraded",
+                    "detail": "degraded: " + ", ".join(f"{n} ({checks[n]})" for n in failed),
+                    "checks": checks,
+                    **extra,
+                }
+            )
         if failed:
             return Response(
                 {

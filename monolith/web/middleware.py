@@ -2,6 +2,11 @@
 the HTTP metrics (count and latency by route template), the event-loop monitor's note of
 which request is running, and a write request's deadline (``MONOLITH_WRITE_TIMEOUT``).
 
+Once the worker drains (``SIGTERM`` reached ``serve``: :mod:`monolith.server`), every response
+carries ``Connection: close``: a client on a keep-alive connection then sends its next
+request on a new connection, to a worker that is not stopping, instead of into a connection
+the stopping worker is about to close (which would leave that request without an answer).
+
 The access line names the client by :func:`monolith.web.client_ip.client_ip`: behind Caddy,
 the address Caddy saw, never an address the client wrote into ``X-Forwarded-For`` itself.
 
@@ -59,8 +64,14 @@ class RequestContextMiddleware:
         self.metrics = metrics
         self.monitor = monitor
         self.extra_headers: list[tuple[bytes, bytes]] = []
+        #: Set when the worker drains: from then on every response closes its connection.
+        self.closing = False
         if expose_worker:
             self.extra_headers.append((b"x-worker-pid", str(os.getpid()).encode()))
+
+    def close_connections(self) -> None:
+        """From now on, answer with ``Connection: close`` (the worker is draining)."""
+        self.closing = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind: str = scope["type"]
@@ -101,6 +112,8 @@ class RequestContextMiddleware:
                     count(time.perf_counter() - started)
                 headers.append(rid_header)
                 headers.extend(self.extra_headers)
+                if self.closing:
+                    headers.append((b"connection", b"close"))
                 message["headers"] = headers
             elif (
                 not counted

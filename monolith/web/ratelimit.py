@@ -15,8 +15,10 @@ one NAT do not share a budget), else its IP address as :func:`monolith.web.clien
 reads it (``X-Forwarded-For`` only from trusted proxies).
 
 Refused requests get 429 with ``Retry-After``; every limited response carries ``RateLimit-*``
-headers. A store that is down is a 503 (the limiter fails closed: a login limit that opens
-when Redis is away would be an open door for password guessing).
+headers. A store that is down neither opens the limits nor closes the API: the limiter counts
+per process until the store is back (:class:`monolith.ratelimit.RateLimiter`), and a session
+that cannot be read leaves the client known by its address (the route, if it needs the
+session, answers 503 itself).
 """
 
 from __future__ import annotations
@@ -42,16 +44,24 @@ ROUTE_LIMITS = {
 }
 
 
+def limiters(svc: Services) -> dict[str, RateLimiter]:
+    """One limiter per configured limit, shared by every route of the process (Litestar
+    builds a middleware per route: the per-process fallback must count in one place)."""
+    store = svc.store.with_namespace("ratelimit")
+    return {
+        name: RateLimiter(store, name, limit, metrics=svc.metrics)
+        for name, limit in svc.settings.security.rate_limits.items()
+        if limit.count > 0
+    }
+
+
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, svc: Services) -> None:
+    def __init__(
+        self, app: ASGIApp, svc: Services, shared: dict[str, RateLimiter] | None = None
+    ) -> None:
         self.app = app
         self.svc = svc
-        store = svc.store.with_namespace("ratelimit")
-        self.limiters = {
-            name: RateLimiter(store, name, limit)
-            for name, limit in svc.settings.security.rate_limits.items()
-            if limit.count > 0
-        }
+        self.limiters = limiters(svc) if shared is None else shared
         self.trusted = svc.settings.server.trusted_proxies
         # Which limiters apply to an /api request with no route limit of its own (the usual case).
         self.api = [self.limiters["api"]] if "api" in self.limiters else []
@@ -78,10 +88,12 @@ class RateLimitMiddleware:
             client = await self._client(scope)
             decisions = [await limiter.hit(client) for limiter in limiters]
         except StateUnavailable as exc:
+            # The limiter counts per process while the store is away; this is a last resort,
+            # and like every 503 it names no host.
             await send_error(
                 send,
                 503,
-                f"service temporarily unavailable: {exc}",
+                "service temporarily unavailable: the rate limiter cannot count",
                 [("Retry-After", str(exc.retry_after))],
             )
             return
@@ -121,7 +133,10 @@ class RateLimitMiddleware:
             if name == b"cookie":
                 cookie = cookie_from_header(value.decode("latin-1"))
                 if cookie is not None:
-                    session = await self.svc.sessions.load(cookie)
+                    try:
+                        session = await self.svc.sessions.load(cookie)
+                    except StateUnavailable:
+                        break  # the store is away: counted by address; routes decide
                     scope.setdefault("state", {})[SESSION_STATE] = session
                     if session is not None:
                         return f"user:{session.user_id}"

@@ -10,7 +10,7 @@ from alembic import op
 from monolith.database.schema import BIGINT
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 
 
 def upgrade() -> None:

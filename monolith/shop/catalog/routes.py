@@ -14,6 +14,7 @@ from litestar.params import Parameter
 from litestar.types import ControllerRouterHandler
 
 from monolith import media
+from monolith.db import Transaction
 from monolith.services import Services
 from monolith.shop.catalog import model as catalog
 from monolith.shop.catalog.cache import cached_page_json, cached_product_json
@@ -23,6 +24,7 @@ from monolith.web.body import UnprocessableEntity, decode
 from monolith.web.conditional import cacheable_json
 from monolith.web.fastpath import MEMO
 from monolith.web.guards import admin_guard
+from monolith.web.idempotency import write_once
 from monolith.web.media import ENVELOPE, read_image, upload_guard
 
 Req = Request[Any, Any, Any]
@@ -63,34 +65,55 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
             raise missing(product_id)
         return cacheable_json(request, body)
 
+    # Admin writes take an Idempotency-Key (monolith.web.idempotency): a retry with the same
+    # key and body replays the first answer and writes nothing.
+
     @post("/api/products", guards=admin, summary="Create a product (admin)")
-    async def create_product(request: Req) -> Product:
+    async def create_product(request: Req) -> Product | Response[bytes]:
         data = await decode(request, ProductIn)
-        async with db.transaction() as tx:
-            product = await catalog.create_product(tx, data)
+
+        async def write(tx: Transaction) -> Product:
+            return await catalog.create_product(tx, data)
+
+        product = await write_once(svc, request, write, status=201)
+        if isinstance(product, Response):
+            return product
         await products_changed(svc, [product.id], [product_event("created", product)])
         return product
 
     @patch("/api/products/{product_id:int}", guards=admin, summary="Change a product (admin)")
-    async def update_product(request: Req, product_id: ProductId) -> Product:
+    async def update_product(request: Req, product_id: ProductId) -> Product | Response[bytes]:
         changes = (await decode(request, ProductPatch)).changes()
         if not changes:
             raise UnprocessableEntity(detail="body: no field to change")
-        async with db.transaction() as tx:
+
+        async def write(tx: Transaction) -> Product:
             product = await catalog.update_product(tx, product_id, changes)
-        if product is None:
-            raise missing(product_id)
+            if product is None:
+                raise missing(product_id)
+            return product
+
+        product = await write_once(svc, request, write, status=200)
+        if isinstance(product, Response):
+            return product
         await products_changed(svc, [product_id], [product_event("updated", product)])
         return product
 
     @delete("/api/products/{product_id:int}", guards=admin, summary="Delete a product (admin)")
-    async def delete_product(product_id: ProductId) -> None:
-        async with db.transaction() as tx:
+    async def delete_product(request: Req, product_id: ProductId) -> None:
+        image_key: str | None = None
+
+        async def write(tx: Transaction) -> None:
+            nonlocal image_key
             image_key = await tx.fetch_val(
                 "SELECT image_key FROM products WHERE id = ?", (product_id,)
             )
             if not await catalog.delete_product(tx, product_id):
                 raise missing(product_id)
+
+        # A replay is the same empty 204 (what followed the first delete already ran).
+        if isinstance(await write_once(svc, request, write, status=204), Response):
+            return
         await products_changed(
             svc, [product_id], [product_deleted_event(product_id)], unused_images=[image_key]
         )

@@ -13,6 +13,9 @@ exist is a 422 naming it (the route exists, the body is what is wrong); a produc
 stock is a 409 naming it. A product named on several lines is one line with the quantities
 added up.
 
+An ``Idempotency-Key`` header makes a retried order safe (:mod:`monolith.web.idempotency`):
+the same key and body give the same order back, and stock is taken once.
+
 Reads show only the caller's orders: another user's order is a 404, exactly like a missing
 one, so order ids cannot be probed. This module never returns after a commit with an error:
 once an order is committed the client must learn its id.
@@ -22,11 +25,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Request, get, post
+from litestar import Request, Response, get, post
 from litestar.exceptions import NotFoundException
 from litestar.params import Parameter
 from litestar.types import ControllerRouterHandler
 
+from monolith.db import Transaction
 from monolith.services import Services
 from monolith.shop.catalog.effects import stock_changed, stock_taken
 from monolith.shop.catalog.model import Product
@@ -34,6 +38,7 @@ from monolith.shop.orders import model as orders
 from monolith.shop.orders.model import Order, OrderIn, OrderPage
 from monolith.web.body import decode
 from monolith.web.guards import require_user
+from monolith.web.idempotency import write_once
 
 Req = Request[Any, Any, Any]
 OrderId = Annotated[int, Parameter(ge=1, le=2**62)]
@@ -41,11 +46,12 @@ OrderId = Annotated[int, Parameter(ge=1, le=2**62)]
 
 def routes(svc: Services) -> list[ControllerRouterHandler]:
     @post("/api/orders", status_code=201, summary="Place an order (signed in)")
-    async def place_order(request: Req) -> Order:
+    async def place_order(request: Req) -> Order | Response[bytes]:
         user = await require_user(svc, request)
         data = await decode(request, OrderIn)
-        # UnknownProduct is a 422 and InsufficientStock a 409 (monolith.web.errors.STATUS).
-        async with svc.db.transaction() as tx:
+
+        async def write(tx: Transaction) -> Order:
+            # UnknownProduct is a 422 and InsufficientStock a 409 (monolith.web.errors.STATUS).
             changed: list[Product] = []
             order = await orders.place_order(tx, user.id, data, products=changed)
             await svc.jobs.enqueue(
@@ -55,6 +61,12 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
                 tx=tx,
             )
             await stock_taken(svc, tx, changed)
+            return order
+
+        # With an Idempotency-Key, a retry gets the first order back and takes no stock.
+        order = await write_once(svc, request, write, status=201)
+        if isinstance(order, Response):
+            return order
         await stock_changed(svc, [line.product_id for line in order.items])
         return order
 

@@ -121,6 +121,9 @@
         n.worker_restarts > 2 ? "bad" : n.worker_restarts > 0 ? "warn" : "ok"),
       kpi("Slow statements", num(n.db_slow_total), num(n.db_statements_total) + " statements run",
         n.db_slow_total > 0 ? "warn" : "ok"),
+      kpi("Limits per process", num(n.rate_limit_fallbacks_total || 0),
+        n.rate_limit_fallbacks_total ? "requests counted per worker: the store was unavailable" : "every limit counted in the store",
+        n.rate_limit_fallbacks_total ? "warn" : "ok"),
     ];
     document.getElementById("kpis").replaceChildren(...items);
 
