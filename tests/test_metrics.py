@@ -188,9 +188,12 @@ def test_jobs_are_counted_by_name_and_outcome(server: ServerProcess) -> None:
         assert r.status_code == 201, r.text
 
     def finished(text: str) -> bool:
+        # The counters move when a runner decides; the table's states when its grouped
+        # completions commit, a moment later: wait for both.
         return (
             sample_value(text, "monolith_jobs_succeeded_total", job="ops.ping") == 5
             and sample_value(text, "monolith_jobs_failed_total", job="test.flaky") == 1
+            and sample_value(text, "monolith_jobs_in_state", state="failed") == 1
         )
 
     text = wait_for(server, finished, "5 pings done and one flaky job failed")
