@@ -30,6 +30,10 @@ from monolith.state import HoldsState
 from monolith.store import Store, open_store
 
 HealthCheck = Callable[[], Awaitable[None]]
+#: The store namespace of sessions, kept apart: never evicted to make room for the cache.
+SESSIONS = "sessions"
+#: Namespaces that live in the store's kept part (:meth:`Store.kept`).
+KEPT_NAMESPACES = frozenset({SESSIONS})
 
 
 class Component(Protocol):
@@ -140,7 +144,7 @@ def build_services(settings: Settings, *, run_jobs: bool = False) -> Services:
         store=store,
         cache=Cache(store.with_namespace("cache"), metrics=metrics),
         sessions=Sessions(
-            store.kept("sessions"),
+            store.kept(SESSIONS),
             settings.security.secret_key,
             secure=settings.production,
         ),

@@ -34,7 +34,7 @@ async def _entries(data_dir: Path, env: dict[str, str]) -> tuple[bytes | None, b
     await store.start()
     try:
         cached = await store.with_namespace("cache").get("product:1")
-        session = await store.with_namespace("sessions").get("s1")
+        session = await store.kept("sessions").get("s1")
         return cached, session
     finally:
         await store.stop()

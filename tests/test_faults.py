@@ -421,6 +421,7 @@ def test_doctor_adds_up_every_pool_against_max_connections(tmp_path: Path) -> No
 
         def doctor(**env: str) -> dict[str, object]:
             data_dir = tmp_path / unique_name("var")
+            data_dir.mkdir()  # doctor reads a data dir; it never makes one
             r = run_cli(
                 "doctor",
                 "--json",
@@ -452,7 +453,9 @@ def test_doctor_warns_when_redis_would_lose_sessions(tmp_path: Path) -> None:
         url = f"redis://127.0.0.1:{port}/0"
 
         def warnings() -> list[str]:
-            env = box_env(tmp_path / unique_name("var"), MONOLITH_CACHE_URL=url)
+            data_dir = tmp_path / unique_name("var")
+            data_dir.mkdir()  # doctor reads a data dir; it never makes one
+            env = box_env(data_dir, MONOLITH_CACHE_URL=url)
             found = json.loads(run_cli("doctor", "--json", env=env).stdout)
             return [c["message"] for c in found["checks"] if c["check"] == "sessions kept"]
 

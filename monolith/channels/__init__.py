@@ -64,9 +64,10 @@ def open_channels(
             from monolith.channels.postgres import PostgresChannelsBackend
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ConfigError("pub/sub on PostgreSQL needs asyncpg") from exc
-        return PostgresChannelsBackend(
-            db, str(getattr(db, "url", "")), history=history, retention=keep
-        )
+        # LISTEN needs a session of its own: the direct URL when the pool goes through
+        # PgBouncer in transaction mode (MONOLITH_DB_DIRECT_URL), else the database's URL.
+        listen_url = getattr(db, "direct_url", None) or getattr(db, "url", "")
+        return PostgresChannelsBackend(db, str(listen_url), history=history, retention=keep)
     if scheme == "":
         path = getattr(db, "path", None)
         signal = ChangeSignal(Path(f"{path}-events")) if path is not None else None

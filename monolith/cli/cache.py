@@ -8,6 +8,7 @@ from monolith import fingerprint
 from monolith.cli.common import fail, run, settings_from_env
 from monolith.db import open_database
 from monolith.errors import MonolithError
+from monolith.services import KEPT_NAMESPACES
 from monolith.store import open_store
 from monolith.store.base import check_segment
 
@@ -41,7 +42,9 @@ def cmd_clear(args: argparse.Namespace) -> int:
         db = open_database(settings.database.url)
         await store.start()
         try:
-            await store.with_namespace(args.namespace).delete_all()
+            name = args.namespace
+            space = store.kept(name) if name in KEPT_NAMESPACES else store.with_namespace(name)
+            await space.delete_all()
             await fingerprint.reset(store, db)
             return store.describe()
         finally:

@@ -18,6 +18,7 @@ from monolith import features as _features  # noqa: F401  (registers the app's j
 from monolith.config import Settings, load_settings
 from monolith.db import Database, sqlite_path
 from monolith.errors import ConfigError
+from monolith.files import DIR_MODE
 from monolith.logs import configure_logging
 from monolith.services import Services, build_services
 
@@ -62,7 +63,7 @@ def check_data_dir(settings: Settings, *, read_only: bool, need_database: bool =
         if not folder.parent.is_dir():
             raise ConfigError(f"{where}: its parent {folder.parent} does not exist")
         try:
-            folder.mkdir()
+            folder.mkdir(mode=DIR_MODE)  # 0700, as monolith.files makes every data dir
         except OSError as exc:
             raise ConfigError(f"{where}: cannot be created ({exc.strerror})") from None
     try:
