@@ -123,3 +123,5 @@ class WritesFenced(StateUnavailable):
     """
 
     retry_after = 5
+    #: What clients read (the message itself names the target database, for the log only).
+    public = "writes are closed while the data is moved, or after it moved to another database"
