@@ -77,6 +77,7 @@ def run_pair(channels_url: str, events: int, work: Path) -> list[float]:
         urls = []
         for role in ("a", "b"):
             port = free_port()
+            (work / name).mkdir(exist_ok=True)  # serve makes its data dir, not the parents
             env = {
                 "MONOLITH_ENV": "test",
                 "MONOLITH_DATA_DIR": str(work / name / role),

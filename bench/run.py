@@ -55,7 +55,7 @@ class Profile:
 
 
 FULL = Profile("bench", rounds=3, warmup=2, seconds=5, paced=4, connections=64, jobs=20_000)
-SMOKE = Profile("smoke", rounds=1, warmup=0, seconds=1, paced=1, connections=16, jobs=300)
+SMOKE = Profile("smoke", rounds=1, warmup=1, seconds=1, paced=1, connections=16, jobs=300)
 
 
 def measure_http(

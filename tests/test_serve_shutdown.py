@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,8 +32,11 @@ WRK = shutil.which("wrk")
 LOAD_PROCESSES = 3
 CLOSE_THREADS = 32
 KEEPALIVE_THREADS = 8
-LOAD_SECONDS = 2.5
-SIGNAL_AFTER = 1.2
+# SIGTERM goes once this many requests have been answered (the server is under load), then
+# the load runs on for LOAD_AFTER_SIGNAL seconds; each wait has a deadline, no fixed sleep.
+ANSWERED_BEFORE_SIGNAL = 300
+LOAD_AFTER_SIGNAL = 1.3
+DEADLINE = 60.0
 # monolith promises more than the contract: for the first part of its drain phase, requests
 # on connections made before the signal are still served (new ones are refused). Checking
 # that window too is what tells this server apart from plain granian, which loses requests
@@ -77,6 +81,17 @@ def _read_response(sock: socket.socket) -> tuple[int, bytes, bool]:
     return status, body, closing
 
 
+# Shared by the load processes (set by the pool's initializer): answered requests, and the
+# event that ends the load.
+_answered: Any = None
+_stop_all: Any = None
+
+
+def _share(answered: Any, stop_all: Any) -> None:
+    global _answered, _stop_all
+    _answered, _stop_all = answered, stop_all
+
+
 def _client(port: int, keepalive: bool, stop: threading.Event, out: list[Outcome]) -> None:
     conn_header = b"keep-alive" if keepalive else b"close"
     request = (
@@ -103,6 +118,9 @@ def _client(port: int, keepalive: bool, stop: threading.Event, out: list[Outcome
         try:
             status, _, closing = _read_response(sock)
             out.append(Outcome(sent_at, connected_at, status == 200, f"status {status}"))
+            if status == 200:
+                with _answered.get_lock():
+                    _answered.value += 1
         except (OSError, ConnectionError, ValueError, IndexError) as exc:
             out.append(Outcome(sent_at, connected_at, False, repr(exc)))
             sock.close()
@@ -115,8 +133,9 @@ def _client(port: int, keepalive: bool, stop: threading.Event, out: list[Outcome
         sock.close()
 
 
-def _load(port: int, seconds: float) -> list[tuple[float, float, bool, str]]:
-    """One load process: many client threads for ``seconds``; returns every outcome."""
+def _load(port: int) -> list[tuple[float, float, bool, str]]:
+    """One load process: many client threads until the shared stop event (or the deadline);
+    returns every outcome."""
     stop = threading.Event()
     outcomes: list[Outcome] = []
     threads = [
@@ -125,7 +144,7 @@ def _load(port: int, seconds: float) -> list[tuple[float, float, bool, str]]:
     ]
     for t in threads:
         t.start()
-    time.sleep(seconds)
+    _stop_all.wait(DEADLINE)
     stop.set()
     for t in threads:
         t.join(15)
@@ -134,22 +153,25 @@ def _load(port: int, seconds: float) -> list[tuple[float, float, bool, str]]:
 
 def test_sigterm_under_load_answers_every_request_sent_before_it(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(LOAD_PROCESSES) as pool:
+    answered, stop_all = ctx.Value("i", 0), ctx.Event()
+    with ctx.Pool(LOAD_PROCESSES, initializer=_share, initargs=(answered, stop_all)) as pool:
         for trial in range(TRIALS):
             data_dir = tmp_path / f"trial{trial}" / "var"
             data_dir.mkdir(parents=True)
             env = box_env(data_dir)
             assert run_cli("seed-demo", env=env).returncode == 0
             server = ServerProcess(data_dir, workers=2, env=env).start()
+            answered.value = 0
+            stop_all.clear()
             try:
-                pending = pool.starmap_async(_load, [(server.port, LOAD_SECONDS)] * LOAD_PROCESSES)
+                pending = pool.map_async(_load, [server.port] * LOAD_PROCESSES)
                 noise = (
                     subprocess.Popen(
                         [
                             WRK,
                             "-t2",
                             "-c256",
-                            f"-d{LOAD_SECONDS}s",
+                            f"-d{int(DEADLINE)}s",
                             "-H",
                             "Connection: close",
                             f"{server.url}/api/products/2",
@@ -160,14 +182,19 @@ def test_sigterm_under_load_answers_every_request_sent_before_it(tmp_path: Path)
                     if WRK
                     else None
                 )
-                time.sleep(SIGNAL_AFTER)
+                loaded_by = time.monotonic() + DEADLINE
+                while answered.value < ANSWERED_BEFORE_SIGNAL and time.monotonic() < loaded_by:
+                    time.sleep(0.01)
                 signalled_at = time.monotonic()
                 server.send_signal(signal.SIGTERM)
                 assert server.proc is not None
                 code = server.proc.wait(30)
                 stopped_at = time.monotonic()
-                results = [o for part in pending.get(60) for o in part]
+                time.sleep(max(0.0, signalled_at + LOAD_AFTER_SIGNAL - time.monotonic()))
+                stop_all.set()
+                results = [o for part in pending.get(DEADLINE) for o in part]
                 if noise is not None:
+                    noise.terminate()
                     noise.wait(30)
             finally:
                 server.stop()
@@ -180,7 +207,9 @@ def test_sigterm_under_load_answers_every_request_sent_before_it(tmp_path: Path)
                 or (o[0] < signalled_at + GRACE_AFTER_SIGNAL and o[1] < signalled_at)
             ]
             lost = [o for o in before if not o[2]]
-            assert len(before) > 200, f"trial {trial}: too little load ({len(before)} requests)"
+            assert len(before) >= ANSWERED_BEFORE_SIGNAL, (
+                f"trial {trial}: too little load ({len(before)} requests in {DEADLINE}s)"
+            )
             assert not lost, (
                 f"trial {trial}: {len(lost)} of {len(before)} requests sent before SIGTERM failed, "
                 f"e.g. {lost[:3]}\n{server.log_text()[-3000:]}"
