@@ -182,3 +182,20 @@ def test_redis_with_client_takes_litestars_arguments() -> None:
     assert RedisStore.with_client(namespace="shop").namespace == "shop"
     with pytest.raises(ValueError, match="namespace"):
         RedisStore.with_client(namespace=None)
+
+
+@pytest.mark.redis
+async def test_redis_burst_beyond_the_pool_waits_for_connections(redis_prefix: str) -> None:
+    # Three times the pool's connections at once: the ones beyond it wait for a free
+    # connection. redis-py's default pool failed them at once ("Too many connections"),
+    # which reached clients as 503s under a burst of orders.
+    from monolith.store.redis import POOL_SIZE
+
+    store = open_store(f"redis://127.0.0.1:6379/0?namespace={redis_prefix}")
+    await store.start()
+    try:
+        keys = [f"k{i}" for i in range(3 * POOL_SIZE)]
+        await asyncio.gather(*(store.set(k, k.encode(), expires_in=60) for k in keys))
+        assert await asyncio.gather(*(store.get(k) for k in keys)) == [k.encode() for k in keys]
+    finally:
+        await store.stop()

@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from monolith.channels.message import Message, Replay, pack, unpack
@@ -74,8 +74,11 @@ class RedisChannelsBackend(RedisChannelsPubSubBackend):
         keep: float = 600.0,
         replay_limit: int = 10_000,
     ) -> None:
-        # Building the client connects to nothing; the first command does.
-        super().__init__(redis=Redis.from_url(url), key_prefix=prefix)
+        # Building the client connects to nothing; the first command does. Publishes beyond the
+        # pool's connections wait for one (up to 5 s) rather than fail with "Too many
+        # connections", as redis-py's default pool does past 100.
+        pool = BlockingConnectionPool.from_url(url, max_connections=100, timeout=5)
+        super().__init__(redis=Redis(connection_pool=pool), key_prefix=prefix)
         self.prefix = prefix
         self.url = url
         self.keep = keep
@@ -101,7 +104,7 @@ class RedisChannelsBackend(RedisChannelsPubSubBackend):
         try:
             await super().on_shutdown()
         finally:
-            await self._redis.aclose()
+            await self._redis.aclose(close_connection_pool=True)  # the pool is ours
 
     async def publish(self, data: bytes, channels: Iterable[str]) -> None:
         names = list(dict.fromkeys(channels))

@@ -80,6 +80,10 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+#: Connections per process; more concurrent commands queue for one (see _Client.open).
+POOL_SIZE = 100
+
+
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -96,14 +100,18 @@ class _Client:
     def open(self) -> aioredis.Redis:
         redis = self.redis
         if redis is None:
-            # Connects on the first command, not here.
-            redis = self.redis = aioredis.Redis.from_url(
+            # Connects on the first command, not here. A burst of requests beyond the pool's
+            # connections waits for one (up to the command timeout) instead of failing at once
+            # with "Too many connections", as redis-py's default pool does past 100.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
-                decode_responses=False,
+                max_connections=POOL_SIZE,
+                timeout=self.timeouts[1],
                 socket_connect_timeout=self.timeouts[0],
                 socket_timeout=self.timeouts[1],
                 retry=Retry(NoBackoff(), 1),
             )
+            redis = self.redis = aioredis.Redis(connection_pool=pool, decode_responses=False)
             for name, source in (
                 ("incr", _INCR),
                 ("get_renew", _GET_RENEW),
@@ -175,7 +183,7 @@ class RedisStore(Store, LitestarRedisStore):
         if client.redis is not None:
             redis, client.redis = client.redis, None
             client.scripts.clear()
-            await redis.aclose()
+            await redis.aclose(close_connection_pool=True)  # the pool is ours
 
     async def ping(self) -> None:
         await self._call(self._redis.ping())
