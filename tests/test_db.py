@@ -154,3 +154,57 @@ def test_postgres_description_hides_the_password() -> None:
     db = open_database("postgresql://app:s3cret@db.example:5433/monolith")
     assert "s3cret" not in db.describe()
     assert db.describe() == "postgresql://app@db.example:5433/monolith"
+
+
+async def test_sqlite_write_holds_the_loop_not_the_lock_across_turns(tmp_path: Path) -> None:
+    """With synchronous=NORMAL an uncontended write (lock, BEGIN, statements, COMMIT) runs
+    without giving up the event loop: the box's write lock is never held while the loop
+    serves other requests. With FULL the commit's fsync goes to a thread instead."""
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    for synchronous, suspends in (("NORMAL", False), ("FULL", True)):
+        db = open_database(f"sqlite:///{tmp_path / f'{synchronous}.db'}", synchronous=synchronous)
+        await db.start()
+        counter = asyncio.create_task(count_turns())
+        try:
+            async with db.transaction() as tx:
+                await tx.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+            await asyncio.sleep(0)
+            before = turns
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO t (v) VALUES (?)", ("a",))
+                await tx.execute("UPDATE t SET v = ? WHERE id = 1", ("b",))
+            assert (turns != before) is suspends, synchronous
+            assert await db.fetch_val("SELECT v FROM t WHERE id = 1") == "b"
+        finally:
+            counter.cancel()
+            await db.stop()
+
+
+async def test_sqlite_wal_is_checkpointed_off_the_commit(tmp_path: Path) -> None:
+    """The writer's commits leave checkpoints to a connection of their own: the WAL's pages
+    still reach the database file as commits go on."""
+    path = tmp_path / "c.db"
+    db = open_database(f"sqlite:///{path}")
+    await db.start()
+    try:
+        async with db.transaction() as tx:
+            await tx.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB)")
+        start = path.stat().st_size
+        for _ in range(300):
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO blobs (b) VALUES (?)", (bytes(4000),))
+        deadline = asyncio.get_running_loop().time() + 30
+        while path.stat().st_size < start + 250 * 4000:
+            assert asyncio.get_running_loop().time() < deadline, "no checkpoint reached the file"
+            async with db.transaction() as tx:  # later commits start the next checkpoint
+                await tx.execute("INSERT INTO blobs (b) VALUES (?)", (bytes(10),))
+            await asyncio.sleep(0.05)
+    finally:
+        await db.stop()

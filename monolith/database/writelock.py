@@ -30,7 +30,6 @@ second would "succeed" on the first's lock).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import fcntl
 import os
 import threading
@@ -54,8 +53,7 @@ class BoxWriteLock:
     def __init__(self, db_path: Path) -> None:
         self.paths = (Path(f"{db_path}-writer-queue"), Path(f"{db_path}-writer"))
         self._fds: tuple[int, int] | None = None
-        self._pending: concurrent.futures.Future[None] | None = None
-        self._waiting = False
+        self._pending: _Grant | None = None
         self.held = False
 
     def open(self) -> None:
@@ -70,6 +68,34 @@ class BoxWriteLock:
             self._fds = None
             self.held = False
 
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free now and nobody of this process waits for it."""
+        assert self._fds is not None and not self.held
+        if self._pending is not None:
+            return False
+        queue, writer = self._fds
+        if not _try(queue):
+            return False
+        got = _try(writer)
+        fcntl.flock(queue, fcntl.LOCK_UN)
+        self.held = got
+        return got
+
+    async def poll(self, deadline: float) -> None:
+        """Take the lock by trying again each time the loop comes round (backing off to a
+        couple of milliseconds), or raise :class:`DatabaseBusy` at ``deadline``. For holders
+        that never keep the lock across the loop's turns: a waiter that holds it while its
+        loop gets round to it would keep it for as long as the loop's other work takes."""
+        loop = asyncio.get_running_loop()
+        delay = 0.0
+        while not self.try_acquire():
+            if loop.time() >= deadline:
+                raise DatabaseBusy(
+                    "another process held the database's write lock past this write's deadline"
+                )
+            await asyncio.sleep(delay)
+            delay = min(max(delay * 2, 0.0002), 0.002)
+
     async def acquire(self, deadline: float) -> None:
         """Take the lock (``deadline`` on the loop's clock), or raise :class:`DatabaseBusy`."""
         assert self._fds is not None and not self.held
@@ -83,26 +109,31 @@ class BoxWriteLock:
                 self._pending = self._wait_in_thread(writer, queue, queued=True)
             else:
                 self._pending = self._wait_in_thread(writer, queue, queued=False)
-        pending = self._pending
-        remaining = deadline - asyncio.get_running_loop().time()
-        self._waiting = True
+        grant = self._pending
+        loop = asyncio.get_running_loop()
+        if deadline <= loop.time():
+            raise DatabaseBusy(_TOO_LATE)
+        # The thread sets this future from the loop (_deliver): the waiter runs on the very next
+        # turn of the loop, which matters, since the lock is held from the grant on.
+        waiter = grant.waiter = loop.create_future()
+        timer = loop.call_at(deadline, _expire, waiter)
         try:
-            if remaining <= 0:
-                raise TimeoutError
-            async with asyncio.timeout(remaining):
-                await asyncio.shield(asyncio.wrap_future(pending))
-        except TimeoutError:
-            if pending.done():  # granted just as the deadline passed: too late, hand it on
+            await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                # Granted just as this writer was cancelled: nobody will use it, let go.
                 self._pending = None
-                if pending.exception() is None:
+                if grant.error is None:
                     fcntl.flock(writer, fcntl.LOCK_UN)
-            raise DatabaseBusy(
-                "another process held the database's write lock past this write's deadline"
-            ) from None
+            if isinstance(exc, TimeoutError):
+                raise DatabaseBusy(_TOO_LATE) from None
+            raise
         finally:
-            self._waiting = False
+            timer.cancel()
+            grant.waiter = None
         self._pending = None
-        pending.result()
+        if grant.error is not None:
+            raise grant.error
         self.held = True
 
     def release(self) -> None:
@@ -110,30 +141,51 @@ class BoxWriteLock:
             self.held = False
             fcntl.flock(self._fds[1], fcntl.LOCK_UN)
 
-    def _wait_in_thread(
-        self, writer: int, queue: int, *, queued: bool
-    ) -> concurrent.futures.Future[None]:
-        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+    def _wait_in_thread(self, writer: int, queue: int, *, queued: bool) -> _Grant:
+        grant = _Grant()
         loop = asyncio.get_running_loop()
 
         def wait() -> None:
+            error: BaseException | None = None
             try:
                 if not queued:
                     fcntl.flock(queue, fcntl.LOCK_EX)
                 fcntl.flock(writer, fcntl.LOCK_EX)
                 fcntl.flock(queue, fcntl.LOCK_UN)
             except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(None)
-            loop.call_soon_threadsafe(self._granted, future)
+                error = exc
+            loop.call_soon_threadsafe(self._deliver, grant, error)
 
         threading.Thread(target=wait, name="sqlite-write-lock", daemon=True).start()
-        return future
+        return grant
 
-    def _granted(self, future: concurrent.futures.Future[None]) -> None:
-        """On the loop once a waiting thread got the lock: nobody waits any more, let it go."""
-        if self._pending is future and not self._waiting:
+    def _deliver(self, grant: _Grant, error: BaseException | None) -> None:
+        """On the loop once the waiting thread got the lock (or failed): to the writer waiting
+        for it, or, when nobody waits any more (deadline, cancellation), let go at once."""
+        grant.error = error
+        waiter = grant.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+            return
+        if self._pending is grant:
             self._pending = None
-            if future.exception() is None and self._fds is not None:
-                fcntl.flock(self._fds[1], fcntl.LOCK_UN)
+        if error is None and self._fds is not None:
+            fcntl.flock(self._fds[1], fcntl.LOCK_UN)
+
+
+_TOO_LATE = "another process held the database's write lock past this write's deadline"
+
+
+class _Grant:
+    """One thread's wait for the lock, and the writer (if any) waiting for its outcome."""
+
+    __slots__ = ("error", "waiter")
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
