@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +12,15 @@ import pytest
 
 from monolith.db import Database, open_database
 from monolith.jobqueue import open_queue
-from monolith.jobqueue.base import MAX_RESCUES, JobQueue, Limits, NewJob, Outcome, RunnerInfo
+from monolith.jobqueue.base import (
+    MAX_RESCUES,
+    STATES,
+    JobQueue,
+    Limits,
+    NewJob,
+    Outcome,
+    RunnerInfo,
+)
 
 pytestmark = pytest.mark.profile_independent
 
@@ -303,6 +312,66 @@ async def test_per_name_concurrency_caps_hold_across_processes(
     assert [j.name for j in (await other.claim("b", 10, lease=30, limits=limits)).jobs] == [
         "capped"
     ]
+
+
+async def test_capped_jobs_behind_the_head_of_the_line_keep_their_cap(queue: JobQueue) -> None:
+    """A claim looks for capped jobs among the first due ones only; those further back are
+    still counted before they are claimed, and never claimed past their cap."""
+    now = time.time()
+    await queue.add_many(new(name="free", run_at=now - 10) for _ in range(30))
+    await queue.add_many(new(name="capped", run_at=now - 5) for _ in range(3))
+    limits = {"capped": 1}
+    claimed = (await queue.claim("w", 10, lease=30, limits=limits)).jobs
+    assert {j.name for j in claimed} == {"free"}
+    seen: list[str] = []
+    while jobs := (await queue.claim("w", 10, lease=30, limits=limits)).jobs:
+        seen += [j.name for j in jobs]
+        running = await queue.db.fetch_val(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'running' AND name = 'capped'"
+        )
+        assert running <= 1
+        await queue.finish("w", [Outcome(j.id) for j in jobs if j.name == "capped"])
+    assert sorted(seen) == ["capped"] * 3 + ["free"] * 20
+
+
+async def test_counts_per_state_and_queue_match_the_table(queue: JobQueue) -> None:
+    await queue.add_many([new(queue="mail") for _ in range(4)] + [new() for _ in range(3)])
+    claimed = (await queue.claim("w", 5, lease=30)).jobs
+    failed = Outcome(claimed[1].id, error="boom")
+    cancelled = Outcome(claimed[2].id, error="stop", cancelled=True)
+    await queue.finish("w", [Outcome(claimed[0].id), failed, cancelled])
+    queued = await queue.add(new(queue="mail"))
+    await queue.cancel(queued)  # type: ignore[arg-type]
+    rows = await queue.db.fetch_all("SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state")
+    expected: dict[str, dict[str, int]] = {}
+    for row in rows:
+        expected.setdefault(row[0], dict.fromkeys(STATES, 0))[row[1]] = int(row[2])
+    states = await queue.queue_states()
+    assert {q.name: q.counts for q in states} == expected
+    totals = {state: sum(c[state] for c in expected.values()) for state in STATES}
+    assert (await queue.stats()).counts == totals
+    assert all(totals[state] for state in STATES)
+
+
+async def test_the_claim_walks_the_claim_index_on_sqlite(queue: JobQueue) -> None:
+    """Not every queued row read and sorted: the first entries of jobs_claim, in order."""
+    if queue.db.dialect != "sqlite":
+        pytest.skip("SQLite's planner; PostgreSQL plans by its statistics")
+    await queue.add_many(new() for _ in range(50))
+    seen: list[str] = []
+    queue.db.observer = lambda sql, seconds, rows: seen.append(sql)  # type: ignore[attr-defined]
+    await queue.claim("w", 10, lease=30, queues=["default"], limits={"capped": 1})
+    queue.db.observer = None  # type: ignore[attr-defined]
+    claims = [sql for sql in seen if "ORDER BY priority DESC" in sql]
+    assert len(claims) == 2  # the look for capped jobs at the head, and the claim
+    with sqlite3.connect(queue.db.path) as conn:  # type: ignore[attr-defined]
+        for sql in claims:
+            plan = " | ".join(
+                str(row[3])
+                for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", [None] * sql.count("?"))
+            )
+            assert "USING INDEX jobs_claim" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan
 
 
 async def test_concurrent_claimers_never_share_a_job(queue: JobQueue, other: JobQueue) -> None:

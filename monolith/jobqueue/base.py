@@ -295,9 +295,10 @@ class JobQueue(abc.ABC):
 
         Only jobs of ``queues`` (None: every queue) that are not paused. ``limits`` caps how
         many jobs of a name or a queue may run at once across every runner: while none of
-        those is due, a claim is one statement that leaves them out; otherwise counting and
-        claiming happen under one lock so the caps hold. ``reap``: first hand back the jobs
-        of runners whose leases ran out (a runner does it about once a second).
+        those is among the first ``2 * limit`` due jobs, a claim is one statement that leaves
+        them out; otherwise counting and claiming happen under one lock so the caps hold.
+        ``reap``: first hand back the jobs of runners whose leases ran out (a runner does it
+        about once a second).
         """
         caps = limits if isinstance(limits, Limits) else Limits(names=dict(limits or {}))
         async with self.db.transaction() as tx:
@@ -311,8 +312,12 @@ class JobQueue(abc.ABC):
                 params += values
             capped, capped_params = self._capped(caps)
             due = f"{' AND '.join(where)} AND run_at <= ?"
+            # Capped jobs among the head of the line (as far as a counted claim would look):
+            # if none, the first due jobs are uncapped ones and one statement claims them.
             if capped and await tx.fetch_val(
-                f"SELECT 1 FROM jobs WHERE {due} AND {capped} LIMIT 1",
+                f"SELECT 1 FROM (SELECT name, queue FROM jobs WHERE {due} ORDER BY "
+                f"priority DESC, run_at, id LIMIT {int(limit * 2)}) AS head WHERE {capped} "
+                "LIMIT 1",
                 [*params, now, *capped_params],
             ):
                 jobs = await self._claim_capped(tx, worker, limit, lease, now, where, params, caps)
@@ -604,7 +609,7 @@ class JobQueue(abc.ABC):
 
     async def stats(self) -> QueueStats:
         now = time.time()
-        rows = await self.db.fetch_all("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        rows = await self.db.fetch_all(_counts())
         counts = dict.fromkeys(STATES, 0) | {row[0]: int(row[1]) for row in rows}
         oldest = await self.db.fetch_val(
             "SELECT MIN(run_at) FROM jobs WHERE state = 'queued' AND run_at <= ? AND NOT "
@@ -640,16 +645,14 @@ class JobQueue(abc.ABC):
 
     async def queue_states(self) -> Sequence[QueueState]:
         """Every queue that has jobs or was ever paused, by name."""
-        rows = await self.db.fetch_all(
-            "SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state"
-        )
+        rows = await self.db.fetch_all(_counts(per_queue=True))
         paused = {
             row[0]: bool(row[1])
             for row in await self.db.fetch_all("SELECT name, paused FROM job_queues")
         }
         counts: dict[str, dict[str, int]] = {name: dict.fromkeys(STATES, 0) for name in paused}
         for row in rows:
-            counts.setdefault(str(row[0]), dict.fromkeys(STATES, 0))[str(row[1])] = int(row[2])
+            counts.setdefault(str(row[2]), dict.fromkeys(STATES, 0))[str(row[0])] = int(row[1])
         return [QueueState(name, paused.get(name, False), counts[name]) for name in sorted(counts)]
 
     async def prune(self, *, finished_before: float, runners_older_than: float) -> int:
@@ -665,6 +668,21 @@ class JobQueue(abc.ABC):
 
 
 _NOT_PAUSED = "queue NOT IN (SELECT name FROM job_queues WHERE paused)"
+
+
+def _counts(per_queue: bool = False) -> str:
+    """Jobs per state (and per queue, as a last column), each part read from the partial
+    index of its states: queued ones from jobs_claim, running ones from jobs_running, finished
+    ones (every one has finished_at) from jobs_finished. No index that a claim could use
+    leads with state: the planner would take it for the claim (every queued row read and
+    sorted) instead of walking jobs_claim in order."""
+    col, by = (", queue", " GROUP BY queue") if per_queue else ("", "")
+    return (
+        f"SELECT 'queued', COUNT(*){col} FROM jobs WHERE state = 'queued'{by} "
+        f"UNION ALL SELECT 'running', COUNT(*){col} FROM jobs WHERE state = 'running'{by} "
+        f"UNION ALL SELECT state, COUNT(*){col} FROM jobs WHERE finished_at IS NOT NULL "
+        f"AND state NOT IN ('queued', 'running') GROUP BY state{col}"
+    )
 
 
 def _int_or_none(value: Any) -> int | None:
