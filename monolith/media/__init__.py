@@ -12,6 +12,7 @@ from monolith.errors import ConfigError
 from monolith.media.base import (
     CONTENT_TYPES,
     MediaError,
+    MediaFile,
     MediaNotFound,
     MediaStorage,
     MediaTooLarge,
@@ -29,6 +30,7 @@ __all__ = [
     "CONTENT_TYPES",
     "MAX_IMAGE_BYTES",
     "MediaError",
+    "MediaFile",
     "MediaNotFound",
     "MediaStorage",
     "MediaTooLarge",

@@ -15,6 +15,8 @@ from __future__ import annotations
 import abc
 import re
 import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from monolith.errors import (
     MonolithError,
@@ -71,6 +73,18 @@ def content_type(key: str) -> str:
     return CONTENT_TYPES[check_key(key).rsplit(".", 1)[1]]
 
 
+#: About the size of the chunks a stored file is served in (a bucket's may be larger).
+CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    """A stored file being read: its size, and its bytes in chunks (read once)."""
+
+    size: int
+    chunks: AsyncIterator[bytes]
+
+
 class MediaStorage(abc.ABC):
     """Files by key, seen alike by every worker process that uses the same storage."""
 
@@ -92,6 +106,17 @@ class MediaStorage(abc.ABC):
     @abc.abstractmethod
     async def get(self, key: str) -> bytes:
         """The bytes under ``key``; :class:`MediaNotFound` when there are none."""
+
+    async def open(self, key: str) -> MediaFile:
+        """The file under ``key`` as a stream of chunks, for serving it without holding it
+        whole in memory; :class:`MediaNotFound` or :class:`MediaUnavailable` are raised
+        here, before the first chunk, so that a route can still answer 404 or 503."""
+        data = await self.get(key)
+
+        async def whole() -> AsyncIterator[bytes]:
+            yield data
+
+        return MediaFile(len(data), whole())
 
     @abc.abstractmethod
     async def delete(self, key: str) -> bool:

@@ -16,10 +16,18 @@ import asyncio
 import contextlib
 import os
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from monolith.files import private_dir
-from monolith.media.base import MediaNotFound, MediaStorage, MediaUnavailable, check_key
+from monolith.media.base import (
+    CHUNK,
+    MediaFile,
+    MediaNotFound,
+    MediaStorage,
+    MediaUnavailable,
+    check_key,
+)
 from monolith.state import filesystem_scope
 
 
@@ -82,6 +90,28 @@ class LocalMediaStorage(MediaStorage):
             raise MediaNotFound("no such file") from None
         except OSError as exc:
             raise MediaUnavailable(f"cannot read the file: {exc.strerror or exc}") from exc
+
+    async def open(self, key: str) -> MediaFile:
+        """Read in chunks of :data:`CHUNK` on a thread, so a large file is never held whole."""
+        path = self._path(key)
+        try:
+            size = (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
+            raise MediaNotFound("no such file") from None
+        except OSError as exc:
+            raise MediaUnavailable(f"cannot read the file: {exc.strerror or exc}") from exc
+
+        async def chunks() -> AsyncIterator[bytes]:
+            # Opened here, by whoever reads it: a stream never read leaves no file open.
+            # (A stored file is never rewritten, only deleted: opened, it reads whole.)
+            handle = await asyncio.to_thread(path.open, "rb")
+            try:
+                while chunk := await asyncio.to_thread(handle.read, CHUNK):
+                    yield chunk
+            finally:
+                handle.close()
+
+        return MediaFile(size, chunks())
 
     async def delete(self, key: str) -> bool:
         path = self._path(key)

@@ -17,13 +17,21 @@ become :class:`~monolith.media.base.MediaUnavailable` (HTTP 503).
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 import obstore
 from obstore.exceptions import NotFoundError
 from obstore.store import S3Store
 
-from monolith.media.base import MediaNotFound, MediaStorage, MediaUnavailable, check_key
+from monolith.media.base import (
+    CHUNK,
+    MediaFile,
+    MediaNotFound,
+    MediaStorage,
+    MediaUnavailable,
+    check_key,
+)
 from monolith.s3url import S3Location
 
 
@@ -74,26 +82,47 @@ class S3MediaStorage(MediaStorage):
         return self._store
 
     async def put(self, key: str, data: bytes) -> None:
-        store = self._require()
+        store, key = self._require(), check_key(key)
         try:
-            await obstore.put_async(store, check_key(key), bytes(data))
+            await obstore.put_async(store, key, bytes(data))
         except Exception as exc:
             raise MediaUnavailable(f"cannot store the file: {_one_line(exc)}") from exc
 
     async def get(self, key: str) -> bytes:
-        store = self._require()
+        store, key = self._require(), check_key(key)
         try:
-            found = await obstore.get_async(store, check_key(key))
+            found = await obstore.get_async(store, key)
             return bytes(await found.bytes_async())
         except (FileNotFoundError, NotFoundError):
             raise MediaNotFound("no such file") from None
         except Exception as exc:
             raise MediaUnavailable(f"cannot read the file: {_one_line(exc)}") from exc
 
-    async def exists(self, key: str) -> bool:
-        store = self._require()
+    async def open(self, key: str) -> MediaFile:
+        """Streamed from the bucket in chunks of :data:`CHUNK`: the response starts with the
+        object's first bytes, and a worker never holds a whole file."""
+        store, key = self._require(), check_key(key)
         try:
-            await obstore.head_async(store, check_key(key))
+            found = await obstore.get_async(store, key)
+        except (FileNotFoundError, NotFoundError):
+            raise MediaNotFound("no such file") from None
+        except Exception as exc:
+            raise MediaUnavailable(f"cannot read the file: {_one_line(exc)}") from exc
+        size = int(found.meta["size"])
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in found.stream(min_chunk_size=CHUNK):
+                    yield bytes(chunk)
+            except Exception as exc:  # mid-body: the connection is cut short (Content-Length)
+                raise MediaUnavailable(f"cannot read the file: {_one_line(exc)}") from exc
+
+        return MediaFile(size, chunks())
+
+    async def exists(self, key: str) -> bool:
+        store, key = self._require(), check_key(key)
+        try:
+            await obstore.head_async(store, key)
         except (FileNotFoundError, NotFoundError):
             return False
         except Exception as exc:
@@ -104,7 +133,7 @@ class S3MediaStorage(MediaStorage):
         existed = await self.exists(key)
         if existed:
             try:
-                await obstore.delete_async(self._require(), check_key(key))
+                await obstore.delete_async(self._require(), key)
             except Exception as exc:
                 raise MediaUnavailable(f"cannot delete the file: {_one_line(exc)}") from exc
         return existed

@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 from typing import Annotated, Any
 
-from litestar import Request, Response, get
+from litestar import Request, get
 from litestar.connection import ASGIConnection
 from litestar.datastructures import UploadFile
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Parameter
+from litestar.response import Stream
 from litestar.types import ControllerRouterHandler
 
 from monolith import media
@@ -68,15 +69,21 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
     storage = svc.media
 
     @get("/media/{key:str}", summary="An uploaded file", include_in_schema=False)
-    async def get_media(key: MediaKey) -> Response[bytes]:
+    async def get_media(key: MediaKey) -> Stream:
+        # Streamed in chunks from the directory or the bucket: a worker never holds a whole
+        # file, and the first bytes leave before the last are read.
         try:
-            data = await storage.get(key)
+            found = await storage.open(key)
         except media.MediaNotFound:
             raise NotFoundException(detail="no such file") from None
-        return Response(
-            data,
+        return Stream(
+            found.chunks,
             media_type=media.content_type(key),
-            headers={"Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff"},
+            headers={
+                "Cache-Control": IMMUTABLE,
+                "X-Content-Type-Options": "nosniff",
+                "Content-Length": str(found.size),
+            },
         )
 
     return [get_media]
