@@ -35,6 +35,7 @@ Why this shape:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import sqlite3
@@ -88,6 +89,9 @@ _SLOW_WRITE_RUNS = 3
 #: Commits of this process between two checkpoints (see the module doc); SQLite's own
 #: autocheckpoint runs at 1,000 WAL pages, which an order's few pages reach in ~150 commits.
 _CHECKPOINT_EVERY = 100
+#: Frames in the WAL past which the next writer finishes the checkpoint (~8 MB of 4 KB pages).
+_CATCH_UP_FRAMES = 2000
+_WAL_KEEP_BYTES = 16 * 1024 * 1024
 
 
 def translate(exc: sqlite3.Error) -> Exception:
@@ -225,6 +229,7 @@ class SQLiteDatabase(Database):
         self._commits = 0
         self._checkpointer: aiosqlite.Connection | None = None
         self._checkpointing: asyncio.Task[None] | None = None
+        self._catch_up = False  # the next writer finishes a checkpoint first (_begin)
 
     def describe(self) -> str:
         return f"sqlite:///{self.path} (WAL, synchronous={self.synchronous})"
@@ -255,6 +260,8 @@ class SQLiteDatabase(Database):
             await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             if self._commit_on_loop:  # checkpoints run off the loop instead (module doc)
                 await conn.execute("PRAGMA wal_autocheckpoint = 0")
+            # When the WAL starts over, its file is cut back to this (else it keeps its peak).
+            await conn.execute(f"PRAGMA journal_size_limit = {_WAL_KEEP_BYTES}")
         else:
             await conn.execute("PRAGMA query_only = ON")
         return conn
@@ -426,8 +433,9 @@ class SQLiteDatabase(Database):
             raise translate(exc) from exc
 
     def _begin_now(self) -> _Batch | None:
-        """The batch, begun on this thread without waiting; None when a lock is taken."""
-        if not self._box.try_acquire():
+        """The batch, begun on this thread without waiting; None when a lock is taken (or a
+        checkpoint is to be finished first: see :meth:`_begin`)."""
+        if self._catch_up or not self._box.try_acquire():
             return None
         try:
             self._raw_now("BEGIN IMMEDIATE")
@@ -446,6 +454,8 @@ class SQLiteDatabase(Database):
         loop = asyncio.get_running_loop()
         delay = _BEGIN_RETRY[0]
         try:
+            if self._catch_up:
+                await _uncancellable(self._finish_checkpoint())
             while True:
                 try:
                     self._raw_now("BEGIN IMMEDIATE")
@@ -508,15 +518,30 @@ class SQLiteDatabase(Database):
                 self._commits = 0
                 self._checkpointing = asyncio.get_running_loop().create_task(self._checkpoint())
 
+    async def _finish_checkpoint(self) -> None:
+        """With the box's lock held and no transaction open: the checkpoint completes (no
+        commit can come in between; the background ones copied most frames already), so the
+        next ``BEGIN`` starts the WAL over. On the writer's thread: it fsyncs."""
+        self._catch_up = False
+        with contextlib.suppress(sqlite3.Error):  # busy (a long reader): the next one
+            await self._writer_conn().execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+
     async def _checkpoint(self) -> None:
         """Copy the WAL into the database off the loop (``PASSIVE``: no writer waits for it)."""
         try:
             if self._checkpointer is None:
                 self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None)
                 await self._checkpointer.execute("PRAGMA busy_timeout = 0")
-            await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            rows = await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as exc:  # busy or failing: the next one tries again
             del exc
+        else:
+            # (busy, frames in the WAL, frames copied). Commits made while it ran leave it a
+            # little behind, so under a steady load the WAL would never start over and grow
+            # without end: past _CATCH_UP_FRAMES the next writer finishes the job first.
+            frames = next(iter(rows))[1]
+            if frames >= _CATCH_UP_FRAMES:
+                self._catch_up = True
         finally:
             self._checkpointing = None
 
