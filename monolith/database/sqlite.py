@@ -245,11 +245,19 @@ class SQLiteDatabase(Database):
             check_same_thread=not writer,
         )
         conn.row_factory = sqlite3.Row
-        # The writer never waits inside SQLite: its statements run on the loop's thread, and a
-        # BEGIN that meets a process outside the box lock (an sqlite3 shell) retries until its
-        # deadline instead (see _begin).
-        busy = 0 if writer else self.busy_timeout_ms
-        await conn.execute(f"PRAGMA busy_timeout = {int(busy)}")
+        try:
+            await self._set_up(conn, writer=writer)
+        except BaseException:
+            await conn.close()  # else its thread keeps the process from exiting
+            raise
+        return conn
+
+    async def _set_up(self, conn: aiosqlite.Connection, *, writer: bool) -> None:
+        # Setting up may wait for another process's lock (switching to WAL needs one), so it
+        # waits under busy_timeout like every connection; the writer then stops waiting
+        # inside SQLite: its statements run on the loop's thread, and a BEGIN that meets a
+        # process outside the box lock (an sqlite3 shell) retries until its deadline instead.
+        await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         await conn.execute("PRAGMA foreign_keys = ON")
         await conn.execute("PRAGMA temp_store = MEMORY")
         await conn.execute("PRAGMA cache_size = -16000")
@@ -262,9 +270,9 @@ class SQLiteDatabase(Database):
                 await conn.execute("PRAGMA wal_autocheckpoint = 0")
             # When the WAL starts over, its file is cut back to this (else it keeps its peak).
             await conn.execute(f"PRAGMA journal_size_limit = {_WAL_KEEP_BYTES}")
+            await conn.execute("PRAGMA busy_timeout = 0")
         else:
             await conn.execute("PRAGMA query_only = ON")
-        return conn
 
     async def start(self) -> None:
         if self._writer is not None:
@@ -276,9 +284,11 @@ class SQLiteDatabase(Database):
             self._writer = await self._connect(writer=True)
             self._readers = [await self._connect(writer=False) for _ in range(self.readers_count)]
             self._sync = self._connect_sync()
-        except sqlite3.Error as exc:
-            await self.stop()
-            raise translate(exc) from exc
+        except BaseException as exc:
+            await self.stop()  # every connection opened so far, or the process cannot exit
+            if isinstance(exc, sqlite3.Error):
+                raise translate(exc) from exc
+            raise
         self._next_reader = itertools.cycle(range(len(self._readers)))
 
     def _connect_sync(self) -> sqlite3.Connection:
