@@ -81,21 +81,6 @@ class BoxWriteLock:
         self.held = got
         return got
 
-    async def poll(self, deadline: float) -> None:
-        """Take the lock by trying again each time the loop comes round (backing off to a
-        couple of milliseconds), or raise :class:`DatabaseBusy` at ``deadline``. For holders
-        that never keep the lock across the loop's turns: a waiter that holds it while its
-        loop gets round to it would keep it for as long as the loop's other work takes."""
-        loop = asyncio.get_running_loop()
-        delay = 0.0
-        while not self.try_acquire():
-            if loop.time() >= deadline:
-                raise DatabaseBusy(
-                    "another process held the database's write lock past this write's deadline"
-                )
-            await asyncio.sleep(delay)
-            delay = min(max(delay * 2, 0.0002), 0.002)
-
     async def acquire(self, deadline: float) -> None:
         """Take the lock (``deadline`` on the loop's clock), or raise :class:`DatabaseBusy`."""
         assert self._fds is not None and not self.held
