@@ -156,35 +156,91 @@ def test_postgres_description_hides_the_password() -> None:
     assert db.describe() == "postgresql://app@db.example:5433/monolith"
 
 
+class LoopTurns:
+    """Counts the event loop's turns while it runs (a task that yields on every turn)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.count += 1
+            await asyncio.sleep(0)
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
 async def test_sqlite_write_holds_the_loop_not_the_lock_across_turns(tmp_path: Path) -> None:
     """With synchronous=NORMAL an uncontended write (lock, BEGIN, statements, COMMIT) runs
     without giving up the event loop: the box's write lock is never held while the loop
     serves other requests. With FULL the commit's fsync goes to a thread instead."""
-    turns = 0
-
-    async def count_turns() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
     for synchronous, suspends in (("NORMAL", False), ("FULL", True)):
         db = open_database(f"sqlite:///{tmp_path / f'{synchronous}.db'}", synchronous=synchronous)
         await db.start()
-        counter = asyncio.create_task(count_turns())
+        turns = LoopTurns()
         try:
             async with db.transaction() as tx:
                 await tx.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
             await asyncio.sleep(0)
-            before = turns
+            before = turns.count
             async with db.transaction() as tx:
                 await tx.execute("INSERT INTO t (v) VALUES (?)", ("a",))
                 await tx.execute("UPDATE t SET v = ? WHERE id = 1", ("b",))
-            assert (turns != before) is suspends, synchronous
+            assert (turns.count != before) is suspends, synchronous
             assert await db.fetch_val("SELECT v FROM t WHERE id = 1") == "b"
         finally:
-            counter.cancel()
+            turns.stop()
             await db.stop()
+
+
+async def test_sqlite_writers_queued_behind_a_batch_pass_in_one_turn(tmp_path: Path) -> None:
+    """Writers queued in one process run as soon as the one ahead lets go, all on the same
+    turn of the loop, in arrival order, and commit as one batch: the box's lock is not held
+    for a turn per writer (under load a turn is milliseconds). A writer that gives up while
+    queued (its deadline) leaves the line working for the others."""
+    db = open_database(f"sqlite:///{tmp_path / 'line.db'}")
+    await db.start()
+    turns = LoopTurns()
+    try:
+        async with db.transaction() as tx:
+            await tx.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, who INTEGER)")
+        gate = asyncio.Event()
+
+        async def first() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO t (who) VALUES (0)")
+                await gate.wait()  # holds the line, as a write waiting for the box's lock would
+
+        async def write(who: int) -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO t (who) VALUES (?)", (who,))
+
+        async def give_up() -> None:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.01):
+                    await write(-1)
+
+        holder = asyncio.create_task(first())
+        await asyncio.sleep(0)
+        queued = [asyncio.create_task(write(who)) for who in range(1, 41)]
+        quitter = asyncio.create_task(give_up())
+        queued.append(asyncio.create_task(write(41)))
+        await quitter
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not any(task.done() for task in queued)
+        before = turns.count
+        gate.set()
+        await asyncio.gather(holder, *queued)
+        took = turns.count - before
+        assert took <= 6, f"40 queued writers took {took} turns"
+        rows = await db.fetch_all("SELECT who FROM t ORDER BY id")
+        assert [r[0] for r in rows] == list(range(42))
+    finally:
+        turns.stop()
+        await db.stop()
 
 
 async def test_sqlite_wal_is_checkpointed_off_the_commit(tmp_path: Path) -> None:

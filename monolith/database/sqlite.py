@@ -57,7 +57,7 @@ from monolith.database.base import (
 )
 from monolith.database.fence import current as current_fence
 from monolith.database.fence import fence_message
-from monolith.database.writelock import BoxWriteLock
+from monolith.database.writelock import BoxWriteLock, WriterLine
 from monolith.errors import (
     DatabaseBusy,
     DatabaseUnavailable,
@@ -212,7 +212,7 @@ class SQLiteDatabase(Database):
         self._writer: aiosqlite.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader: Iterable[int] = itertools.cycle([0])
-        self._write_lock = asyncio.Lock()
+        self._write_lock = WriterLine()
         self._waiting = 0
         self._batch: _Batch | None = None
         self._flushing: asyncio.Future[None] | None = None

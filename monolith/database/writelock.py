@@ -30,7 +30,10 @@ second would "succeed" on the first's lock).
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import fcntl
+import itertools
 import os
 import threading
 from pathlib import Path
@@ -174,3 +177,60 @@ class _Grant:
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
+
+
+class WriterLine:
+    """This process's writers, one at a time, in arrival order; a release wakes them *all*.
+
+    ``asyncio.Lock`` wakes one waiter per release, and a woken task runs on the loop's next
+    turn: N writers queued behind a batch took N turns to pass through it, each a few ms
+    under load, all with the box's lock held (measured under the mix: a queued order waited
+    76 ms at the median for its own process's earlier writers). Here a release wakes every
+    waiter at once; on the next turn they run in arrival order, and as a transaction's
+    statements do not suspend once its batch holds the box lock, each takes the line, runs
+    its body and lets go before the next one runs: the whole queue passes in one turn. A
+    writer that finds the line taken again (the one before it suspended) goes back to its
+    place in line.
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._tickets = itertools.count()
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def locked(self) -> bool:
+        return self._held
+
+    async def acquire(self) -> None:
+        if not self._held and not self._waiters:
+            self._held = True
+            return
+        ticket = next(self._tickets)
+        loop = asyncio.get_running_loop()
+        while True:
+            fut: asyncio.Future[None] = loop.create_future()
+            bisect.insort(self._waiters, (ticket, fut), key=lambda w: w[0])
+            try:
+                await fut
+            except BaseException:
+                if not fut.done() or fut.cancelled():
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove((ticket, fut))
+                raise
+            if not self._held:
+                self._held = True
+                return
+
+    def release(self) -> None:
+        assert self._held, "release of a line not held"
+        self._held = False
+        waiters, self._waiters = self._waiters, []
+        for _, fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
