@@ -10,7 +10,7 @@ import msgspec
 import pytest
 import time_machine
 
-from monolith.cache import Cache, cached
+from monolith.cache import Cache, cached, declaration
 from monolith.errors import CacheUnavailable
 from monolith.store import Store, open_store
 from tests.services import free_port
@@ -198,6 +198,29 @@ def test_a_hot_key_is_recomputed_once_across_processes(shared_spec: StoreSpec) -
     start_at = time.monotonic() + 4.0
     counts = in_processes(3, _read_slow, shared_spec, start_at)
     assert max(counts) == 1
+
+
+async def test_a_cheap_read_does_not_wait_for_another_processs_fill_lock(store: Store) -> None:
+    # Another process holds the fill lock of the entry's next generation and never stores a
+    # value. A function this process computed in well under SHARED_FILL_ABOVE computes again
+    # at once (one computation per process is cheaper than the lock's writes and polling)
+    # and leaves the other's lock alone; its value is stored for the next reader.
+    owner = Owner(Cache(store.with_namespace("cache"), lock_ttl=30))
+    assert await load_item(owner, 3) == Item(3, "first")
+    await owner.cache.invalidate("test-item", 3)
+    key = declaration("test-item").key((3,), {})
+    root = store.with_namespace("cache")
+    token = await root.tokens(root.generation_keys(("test-item", f"test-item/{key}")))
+    space = root.with_namespace("test-item")
+    lock = f"{token.hex()}/{key}#fill"
+    assert await space.add(lock, b"other-process", expires_in=30)
+    owner.name = "changed"
+    assert await asyncio.wait_for(load_item(owner, 3), 5) == Item(3, "changed")
+    assert owner.calls == 2
+    assert await space.get(lock) == b"other-process"
+    other = Owner(Cache(store.with_namespace("cache")))
+    assert await load_item(other, 3) == Item(3, "changed")
+    assert other.calls == 0
 
 
 @cached("test-body", ttl=60, strategy="invalidate-on-write")
