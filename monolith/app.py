@@ -3,6 +3,7 @@ nothing until the lifespan starts (which happens in every granian worker)."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,7 +30,11 @@ MAX_BODY = 1024 * 1024
 log = get_logger("monolith.app")
 
 
-def create_app(settings: Settings, services: Services | None = None) -> Litestar:
+def create_app(
+    settings: Settings, services: Services | None = None, *, worker: bool = False
+) -> Litestar:
+    """The app. ``worker``: this process is a server worker that lives as long as the app (the
+    objects made at start-up are then frozen out of the garbage collector's reach, below)."""
     # A standby runs no jobs: they write, and its copy is the primary's to change.
     run_jobs = settings.server.run_jobs == "auto" and not settings.replication.standby
     svc = services or build_services(settings, run_jobs=run_jobs)
@@ -45,6 +50,14 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         except BaseException:
             await svc.stop()
             raise
+        if worker:
+            # Everything made so far (modules, routes, services) lives as long as the worker.
+            # Frozen, a full collection under load scans only what came after: measured under
+            # the mix, gen-2 collections of ~78,000 start-up objects stalled the loop 35-55 ms
+            # each, and every request in flight with it. Before arming the lag monitor: this
+            # one collection is start-up, not lag.
+            gc.collect()
+            gc.freeze()
         svc.observability.monitor.arm()
         svc.metrics.worker_starts.inc()
         log.info("worker started", database=svc.db.describe(), standby=svc.standby is not None)

@@ -12,4 +12,4 @@ from monolith.logs import configure_logging
 def app_factory() -> Litestar:
     settings = load_settings()
     configure_logging(settings.log)
-    return create_app(settings)
+    return create_app(settings, worker=True)
