@@ -28,17 +28,13 @@ import pytest
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
-from tests.caddy import CLIENT_ADDRESS, Caddy, start_caddy, stop_caddy
+from tests.caddy import CLIENT_ADDRESS, Caddy
+from tests.deployment import start_two_instances
 from tests.images import png_bytes
-from tests.server import ADMIN_TOKEN, ServerProcess, base_env, run_cli
+from tests.server import ADMIN_TOKEN, ServerProcess, run_cli
 from tests.services import (
     REDIS_URL,
-    pg_admin,
     pg_url,
-    redis_delete_prefix,
-    require_binary,
-    require_postgres,
-    require_redis,
     unique_name,
 )
 
@@ -80,9 +76,6 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    require_postgres()
-    require_redis()
-    require_binary("caddy", "caddy")
     root = tmp_path_factory.mktemp("two-instances")
     name = unique_name("monolith_t")
     shared = {
@@ -96,32 +89,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         "PYTHONPATH": str(ROOT),
     }
     with ExitStack() as stack:
-        pg_admin(f'CREATE DATABASE "{name}"')
-        stack.callback(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        stack.callback(redis_delete_prefix, f"{name}:")
-        envs = {}
-        for role in ("a", "b", "worker"):
-            data_dir = root / role / "var"
-            data_dir.mkdir(parents=True)
-            envs[role] = base_env(data_dir, **shared)
-        instances = {
-            role: ServerProcess(Path(envs[role]["MONOLITH_DATA_DIR"]), workers=1, env=envs[role])
-            for role in ("a", "b")
-        }
-        for server in instances.values():  # both start (and migrate) at once
-            server.start(wait=False)
-            stack.callback(server.stop)
-        for server in instances.values():
-            server.wait_ready()
-        worker = ServerProcess(
-            Path(envs["worker"]["MONOLITH_DATA_DIR"]), command=("worker",), env=envs["worker"]
-        ).start()
-        stack.callback(worker.stop)
-        (root / "caddy").mkdir()
-        ports = [server.port for server in instances.values()]
-        caddy = start_caddy(root / "caddy", ports, instances["a"].data_dir)
-        stack.callback(stop_caddy, caddy)
-        yield Deployment(instances, worker, caddy, envs["b"])
+        two = start_two_instances(stack, root, name, shared, workers=1)
+        yield Deployment(two.instances, two.worker, two.caddy, two.envs["b"])
 
 
 def signup(deployment: Deployment, on: str, email: str) -> None:

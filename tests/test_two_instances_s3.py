@@ -26,18 +26,14 @@ from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
 from monolith.media import new_key
-from tests.caddy import Caddy, start_caddy, stop_caddy
+from tests.caddy import Caddy
+from tests.deployment import start_two_instances
 from tests.images import png_bytes
 from tests.s3server import S3Server, s3_server
-from tests.server import ADMIN_TOKEN, ServerProcess, base_env, run_cli
+from tests.server import ADMIN_TOKEN, ServerProcess, run_cli
 from tests.services import (
     REDIS_URL,
-    pg_admin,
     pg_url,
-    redis_delete_prefix,
-    require_binary,
-    require_postgres,
-    require_redis,
     unique_name,
 )
 from tests.test_orders_processes import account
@@ -74,9 +70,6 @@ class Deployment:
 def deployment(
     tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
 ) -> Iterator[Deployment]:
-    require_postgres()
-    require_redis()
-    require_binary("caddy", "caddy")
     root = tmp_path_factory.mktemp("two-instances-s3")
     name = unique_name("monolith_t")
     bucket = s3_server.bucket("media")
@@ -91,33 +84,8 @@ def deployment(
         **s3_server.env(),
     }
     with ExitStack() as stack:
-        pg_admin(f'CREATE DATABASE "{name}"')
-        stack.callback(pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        stack.callback(redis_delete_prefix, f"{name}:")
-        envs = {}
-        for role in ("a", "b", "worker"):
-            data_dir = root / role / "var"
-            data_dir.mkdir(parents=True)
-            envs[role] = base_env(data_dir, **shared)
-        instances = {
-            role: ServerProcess(Path(envs[role]["MONOLITH_DATA_DIR"]), workers=2, env=envs[role])
-            for role in ("a", "b")
-        }
-        for server in instances.values():
-            server.start(wait=False)
-            stack.callback(server.stop)
-        for server in instances.values():
-            server.wait_ready()
-        worker = ServerProcess(
-            Path(envs["worker"]["MONOLITH_DATA_DIR"]), command=("worker",), env=envs["worker"]
-        ).start()
-        stack.callback(worker.stop)
-        (root / "caddy").mkdir()
-        caddy = start_caddy(
-            root / "caddy", [s.port for s in instances.values()], instances["a"].data_dir
-        )
-        stack.callback(stop_caddy, caddy)
-        yield Deployment(instances, caddy, envs, s3_server, bucket)
+        two = start_two_instances(stack, root, name, shared, workers=2)
+        yield Deployment(two.instances, two.caddy, two.envs, s3_server, bucket)
 
 
 def test_an_upload_through_one_instance_is_served_by_the_other(deployment: Deployment) -> None:
