@@ -40,13 +40,18 @@ typecheck: $(STAMP)
 # backend takes part in (the SIGTERM drain, the Caddyfile); and the two-instance test, which
 # picks PostgreSQL and Redis itself. Without PostgreSQL and Redis the scale-out run is skipped
 # with the reason; under CI=true it always runs, and a missing server fails it.
+# Test modules run on two processes (pytest-xdist), each module whole on one of them: most
+# tests wait on servers they start, so two at a time nearly halve the wall time on two cores.
+# PYTEST_WORKERS= (empty) runs them in this process.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
+
 pytest: $(STAMP)
 	@echo "== pytest, default profile: SQLite, disk cache, pub/sub on SQLite =="
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 	@if $(BIN)/python -m tests.profile; then \
 		echo "== pytest, scale-out profile: PostgreSQL, Redis cache and pub/sub =="; \
-		echo "MONOLITH_TEST_PROFILE=scaleout $(BIN)/pytest $(PYTEST_ARGS)"; \
-		MONOLITH_TEST_PROFILE=scaleout $(BIN)/pytest $(PYTEST_ARGS); \
+		echo "MONOLITH_TEST_PROFILE=scaleout $(BIN)/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)"; \
+		MONOLITH_TEST_PROFILE=scaleout $(BIN)/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS); \
 	else \
 		echo "== pytest, scale-out profile: SKIPPED (start PostgreSQL and Redis to run it) =="; \
 	fi
