@@ -197,7 +197,7 @@ async def test_sqlite_write_holds_the_loop_not_the_lock_across_turns(tmp_path: P
 
 async def test_sqlite_writers_queued_behind_a_batch_pass_in_one_turn(tmp_path: Path) -> None:
     """Writers queued in one process run as soon as the one ahead lets go, all on the same
-    turn of the loop, in arrival order, and commit as one batch: the box's lock is not held
+    turn of the loop, in arrival order: the box's lock is not held
     for a turn per writer (under load a turn is milliseconds). A writer that gives up while
     queued (its deadline) leaves the line working for the others."""
     db = open_database(f"sqlite:///{tmp_path / 'line.db'}")

@@ -213,9 +213,9 @@ class WriterLine:
             try:
                 await fut
             except BaseException:
-                if not fut.done() or fut.cancelled():
-                    with contextlib.suppress(ValueError):
-                        self._waiters.remove((ticket, fut))
+                # Cancelled while queued; once woken it is no longer in the list.
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove((ticket, fut))
                 raise
             if not self._held:
                 self._held = True
