@@ -101,7 +101,9 @@ def create_app(
     # connections), then the rate limiter (every request counted, 429s before any other work),
     # then the fast path for cache hits on public GETs (monolith.web.fastpath), then Litestar.
     context = RequestContextMiddleware(
-        RateLimitMiddleware(FastPath(app.asgi_handler, svc.cache), svc),
+        RateLimitMiddleware(
+            FastPath(app.asgi_handler, svc.cache, direct=tuple(features.direct_reads(svc))), svc
+        ),
         expose_worker=not settings.production,
         trusted_proxies=settings.server.trusted_proxies,
         metrics=svc.metrics,

@@ -19,11 +19,12 @@ from monolith.shop.notices import jobs as notices_jobs
 from monolith.shop.notices import routes as notices
 from monolith.shop.orders import jobs as order_jobs
 from monolith.shop.orders import routes as orders
+from monolith.web.fastpath import DirectRead
 
 #: Modules imported for the jobs and schedules they register (into :data:`REGISTRY`).
 JOB_MODULES = (maintenance, order_jobs, notices_jobs)
 
-__all__ = ["JOB_MODULES", "REGISTRY", "routes"]
+__all__ = ["JOB_MODULES", "REGISTRY", "direct_reads", "routes"]
 
 
 def routes(svc: Services) -> list[ControllerRouterHandler]:
@@ -34,3 +35,8 @@ def routes(svc: Services) -> list[ControllerRouterHandler]:
         *orders.routes(svc),
         *notices.routes(svc),
     ]
+
+
+def direct_reads(svc: Services) -> list[DirectRead]:
+    """Public reads the fast path answers without Litestar (monolith.web.fastpath)."""
+    return [*catalog.direct_reads(svc)]

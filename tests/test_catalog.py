@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from monolith.app import create_app
 from monolith.shop.catalog import model as catalog
+from monolith.web.fastpath import FastPath
 from tests.apphelpers import ADMIN, app_client, behind_its_back, make_settings
 
 
@@ -132,3 +136,75 @@ async def test_with_product_caching_off_every_read_is_the_database(data_dir: Pat
         assert (await c.get(f"/api/products/{pid}")).json()["price_cents"] == 7
         page = (await c.get("/api/products")).json()
         assert page["items"][0]["price_cents"] == 7
+
+
+async def _raw_get(app: Any, litestar: Litestar, path: str, headers: dict[str, str]) -> Any:
+    """One GET straight into an ASGI layer below the request context: (status, headers, body)."""
+    p, _, q = path.partition("?")
+    scope: dict[str, Any] = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": p, "raw_path": p.encode(), "query_string": q.encode(),
+        "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "app": litestar, "litestar_app": litestar, "state": {},
+    }  # fmt: skip
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start, body = sent[0], b"".join(m.get("body", b"") for m in sent[1:])
+    return start["status"], list(start["headers"]), body
+
+
+@pytest.mark.parametrize("cache", ["on", "off"])
+async def test_a_product_answered_without_litestar_is_the_answer_litestar_gives(
+    db_url: str, data_dir: Path, cache: str
+) -> None:
+    """``GET /api/products/{id}`` is a direct read of the fast path (monolith.web.fastpath):
+    served without Litestar's pipeline, header for header and byte for byte what the Litestar
+    route answers; what the route would refuse, and a missing product, are Litestar's."""
+    settings = make_settings(data_dir, MONOLITH_DATABASE_URL=db_url, MONOLITH_CACHE_PRODUCTS=cache)
+    app = create_app(settings)
+    async with AsyncTestClient(app=app) as client:
+        [pid] = await _seed(client, 1)
+        fast = app.asgi_handler.app.app  # type: ignore[attr-defined]  # context, limiter, fast path
+        assert isinstance(fast, FastPath)
+        litestar, through = fast.app, []
+
+        async def counted(scope: Any, receive: Any, send: Any) -> None:
+            through.append(scope["path"])
+            await litestar(scope, receive, send)
+
+        fast.app = counted
+        call = client.blocking_portal.call  # on the app's own loop (its database pool's)
+        etag = (await client.get(f"/api/products/{pid}")).headers["etag"]
+        cases = {
+            f"/api/products/{pid}": ({}, True),
+            f"/api/products/{pid} again": ({}, True),
+            f"/api/products/{pid} unchanged": ({"If-None-Match": etag}, True),
+            f"/api/products/{pid} changed": ({"If-None-Match": '"other"'}, True),
+            f"/api/products/{pid}?x=1": ({}, False),
+            "/api/products/987654": ({}, False),
+            "/api/products/0": ({}, False),
+            f"/api/products/0{pid}": ({}, False),
+            "/api/products/abc": ({}, False),
+            f"/api/products/{2**62 + 1}": ({}, False),
+        }
+        for name, (headers, direct) in cases.items():
+            path = name.split(" ")[0]
+            fast.copies.clear()  # a direct read, not a kept copy
+            through.clear()
+            got = call(_raw_get, fast, app, path, headers)
+            assert bool(through) is not direct, f"{name}: {'Litestar' if through else 'direct'}"
+            assert got == call(_raw_get, litestar, app, path, headers), name
+        ok = call(_raw_get, fast, app, f"/api/products/{pid}", {})
+        assert ok[0] == 200 and ok[2].startswith(b'{"id":%d,' % pid)
+        # The read goes to the database each time with the cache off, a change shows at once.
+        await behind_its_back(settings, "UPDATE products SET stock = 4242 WHERE id = ?", (pid,))
+        fresh = (await client.get(f"/api/products/{pid}")).json()["stock"]
+        assert fresh == (4242 if cache == "off" else 0)

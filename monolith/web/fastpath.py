@@ -22,23 +22,59 @@ that cannot be read) goes through Litestar untouched.
 
 Measured in-process on a cached catalog page (``python -m bench.profile_app``): the copy with
 its token check costs a few microseconds where Litestar's pipeline costs ~100.
+
+Direct reads (:class:`DirectRead`): a public JSON read whose answer is its body bytes alone
+(one product by id) may also be served here when no copy is kept, without Litestar: the
+route's own read runs, and the answer is built as :func:`monolith.web.conditional.cacheable_json`
+builds it (``ETag``, ``Cache-Control``, a 304 for a matching ``If-None-Match``), then kept as a
+copy under the tokens the read used. Anything else goes through Litestar, which answers it as
+it always does: a query string, a path the route would refuse, no such row (the 404), a read
+that fails (its 503). The Litestar route stays the one that documents the API and the one
+``tests/test_hot_paths.py`` compares this answer with, header for header. Measured in-process
+on an uncached product (``MONOLITH_CACHE_PRODUCTS=off``): Litestar's pipeline was ~55% of the
+request's CPU.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Send
 
 from monolith.cache import Cache, Read, recording, stop_recording
 from monolith.errors import StateUnavailable
-from monolith.web.conditional import matches_etag
+from monolith.web.conditional import PUBLIC_MAX_AGE, etag_of, matches_etag
 
 #: ``opt=MEMO`` on a route handler: its 200 answers may be kept (see the module docstring).
 MEMO = {"memo": True}
 #: Copies kept per process; the oldest goes first. Bodies above ``MAX_BODY`` are never kept.
 MAX_ENTRIES = 2048
 MAX_BODY = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class DirectRead:
+    """A public GET answered without Litestar (module docstring): ``prefix`` + one path
+    segment. ``parse`` turns the segment into the read's argument, or None when the route
+    would not accept it (Litestar then answers); ``read`` returns the body, or None when
+    there is nothing to show (Litestar then answers, with its 404)."""
+
+    template: str
+    prefix: str
+    parse: Callable[[str], Any]
+    read: Callable[[Any], Awaitable[bytes | None]]
+
+
+def _json_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    # What cacheable_json's Response sends, in Litestar's order.
+    return [
+        (b"etag", etag_of(body).encode()),
+        (b"cache-control", b"public, max-age=%d" % PUBLIC_MAX_AGE),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+    ]
 
 
 class _Copy:
@@ -77,12 +113,20 @@ class _Copy:
 class FastPath:
     """The raw ASGI layer in front of Litestar that serves kept copies (module docstring)."""
 
-    def __init__(self, app: ASGIApp, cache: Cache, *, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        cache: Cache,
+        *,
+        max_entries: int = MAX_ENTRIES,
+        direct: tuple[DirectRead, ...] = (),
+    ) -> None:
         self.app = app
         self.cache = cache
         self.store = cache.store
         self.max_entries = max_entries
         self.copies: dict[tuple[str, bytes], _Copy] = {}
+        self.direct = direct
 
     # The scope is typed Any on this hot path: Litestar's TypedDict unions cost casts, not time.
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
@@ -101,7 +145,53 @@ class FastPath:
             if tokens == copy.tokens:
                 await self._serve(copy, scope, send)
                 return
+        if not scope["query_string"]:
+            path: str = scope["path"]
+            for route in self.direct:
+                if path.startswith(route.prefix):
+                    if await self._direct(route, key, scope, send):
+                        return
+                    break
         await self._through(key, scope, receive, send)
+
+    async def _direct(
+        self, route: DirectRead, key: tuple[str, bytes], scope: Any, send: Any
+    ) -> bool:
+        """Answer with the route's own read; False: nothing sent, Litestar answers."""
+        segment = scope["path"][len(route.prefix) :]
+        if not segment or "/" in segment:
+            return False
+        arg = route.parse(segment)
+        if arg is None:
+            return False
+        reads: list[Read] = []
+        token = recording(reads)
+        try:
+            body = await route.read(arg)
+        except Exception:  # Litestar reads it again and answers the failure in its own shape
+            return False
+        finally:
+            stop_recording(token)
+        if body is None:
+            return False
+        scope["path_template"] = route.template
+        headers = _json_headers(body)
+        etag = headers[0][1]
+        for name, value in scope["headers"]:
+            if name == b"if-none-match":
+                if matches_etag(value.decode("latin-1"), etag.decode("latin-1")):
+                    validators = headers[:2]
+                    await send(
+                        {"type": "http.response.start", "status": 304, "headers": validators}
+                    )
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    self._keep(key, route.template, reads, headers, body)
+                    return True
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": [*headers]})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        self._keep(key, route.template, reads, headers, body)
+        return True
 
     async def _serve(self, copy: _Copy, scope: Any, send: Any) -> None:
         scope["path_template"] = copy.template
@@ -149,17 +239,31 @@ class FastPath:
         handler: Any = scope.get("route_handler")
         if handler is None or not handler.opt.get("memo"):
             return
-        if any(not keys for _, keys, _ in reads):  # a read that was not under tokens
-            return
         if any(name == b"set-cookie" for name, _ in headers):
             return
+        template = str(scope.get("path_template") or scope["path"])
+        self._keep(key, template, reads, headers, b"".join(chunks))
+
+    def _keep(
+        self,
+        key: tuple[str, bytes],
+        template: str,
+        reads: list[Read],
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> None:
+        """Keep a 200's bytes under the tokens its reads used (none unread: nothing kept)."""
+        if not reads or len(body) > MAX_BODY:
+            return
+        if any(not keys for _, keys, _ in reads):  # a read that was not under tokens
+            return
         copy = _Copy(
-            str(scope.get("path_template") or scope["path"]),
+            template,
             tuple(dict.fromkeys(prefix for prefix, _, _ in reads)),
             tuple(k for _, keys, _ in reads for k in keys),
             b"".join(tokens for _, _, tokens in reads),
             headers,
-            b"".join(chunks),
+            body,
         )
         copies = self.copies
         if key not in copies and len(copies) >= self.max_entries:

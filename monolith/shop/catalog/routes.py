@@ -6,6 +6,7 @@ parameter: Litestar decodes leniently (``"5"`` becomes ``5``), and a wrong type 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from litestar import Request, Response, delete, get, patch, post
@@ -22,7 +23,7 @@ from monolith.shop.catalog.effects import product_deleted_event, product_event, 
 from monolith.shop.catalog.model import Product, ProductIn, ProductPatch
 from monolith.web.body import UnprocessableEntity, decode
 from monolith.web.conditional import cacheable_json
-from monolith.web.fastpath import MEMO
+from monolith.web.fastpath import MEMO, DirectRead
 from monolith.web.guards import admin_guard
 from monolith.web.idempotency import write_once
 from monolith.web.media import ENVELOPE, read_image, upload_guard
@@ -31,15 +32,44 @@ Req = Request[Any, Any, Any]
 ProductId = Annotated[int, Parameter(ge=1, le=2**62)]
 
 
+def _product_reader(svc: Services) -> Callable[[int], Awaitable[bytes | None]]:
+    db = svc.db
+    if svc.settings.store.cache_products:  # MONOLITH_CACHE_PRODUCTS=off: the database
+
+        async def cached(product_id: int) -> bytes | None:
+            return await cached_product_json(svc, product_id)
+
+        return cached
+
+    async def uncached(product_id: int) -> bytes | None:
+        return await catalog.product_json(db, product_id)
+
+    return uncached
+
+
+def _product_id(segment: str) -> int | None:
+    """A path segment :data:`ProductId` accepts in its plain spelling; None: let Litestar judge."""
+    if not segment.isascii() or not segment.isdigit() or segment[0] == "0" or len(segment) > 19:
+        return None
+    value = int(segment)
+    return value if value <= 2**62 else None
+
+
+def direct_reads(svc: Services) -> list[DirectRead]:
+    """``GET /api/products/{id}`` without Litestar's pipeline (monolith.web.fastpath): the
+    same read and the same answer as :func:`routes`' ``get_product``."""
+    return [
+        DirectRead(
+            "/api/products/{product_id}", "/api/products/", _product_id, _product_reader(svc)
+        )
+    ]
+
+
 def routes(svc: Services) -> list[ControllerRouterHandler]:
     db = svc.db
     admin = [admin_guard(svc)]
     cache_reads = svc.settings.store.cache_products  # MONOLITH_CACHE_PRODUCTS=off: the database
-
-    async def read_product(product_id: int) -> bytes | None:
-        if cache_reads:
-            return await cached_product_json(svc, product_id)
-        return await catalog.product_json(db, product_id)
+    read_product = _product_reader(svc)
 
     async def read_page(limit: int, after: int) -> bytes:
         if cache_reads:
