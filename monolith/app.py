@@ -14,7 +14,7 @@ from litestar.types import ControllerRouterHandler
 
 from monolith import __version__, features
 from monolith.config import Settings
-from monolith.logs import get_logger
+from monolith.logs import flush_access_log, get_logger
 from monolith.server import install_drain_handler
 from monolith.services import Services, build_services
 from monolith.web import admin_jobs, admin_page, events, health, media, metrics
@@ -65,7 +65,8 @@ def create_app(
             yield
         finally:
             await svc.stop()
-            log.info("worker stopped")
+            log.info("worker stopped")  # after the access lines still pending
+            flush_access_log()
 
     handlers: list[ControllerRouterHandler] = [
         *health.routes(svc),

@@ -7,12 +7,13 @@ Never log a password, a session id or a token: log the user id instead.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
 from collections.abc import MutableMapping
 from contextvars import ContextVar
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO, cast
 
 import msgspec
 import structlog
@@ -46,13 +47,51 @@ class _AccessOutput:
     (ISO timestamp, level, request id, JSON) cost ~20% of a cached read's CPU when measured.
     This writes the same fields in the same shape, with the timestamp's date part cached
     for the current second.
+
+    Lines are written once per turn of the event loop, together: a write to stdout is a
+    system call (2-5 µs here), one per request at saturation, and a turn answers several
+    requests. Every other line of the process is written after the access lines before it
+    (:class:`_AfterAccessLines`), so the log keeps its order; the app's shutdown writes what
+    is left. A process killed with ``SIGKILL`` loses at most one turn's access lines.
     """
+
+    #: Lines kept before they are written anyway (one long turn of the loop).
+    MAX_PENDING = 256
 
     def __init__(self) -> None:
         self.out: BinaryIO | None = None  # None: go through structlog (console, tests)
         self.enabled = True
         self._second = -1
         self._stamp = ""
+        self._pending: list[bytes] = []
+        self._scheduled = False
+
+    def write(self, line: bytes) -> None:
+        pending = self._pending
+        pending.append(line)
+        if self._scheduled and len(pending) < self.MAX_PENDING:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a command): at once
+            self.flush()
+            return
+        if len(pending) >= self.MAX_PENDING:
+            self.flush()
+            return
+        loop.call_soon(self.flush)
+        self._scheduled = True
+
+    def flush(self) -> None:
+        """Write the pending access lines now."""
+        self._scheduled = False
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        if self.out is not None:
+            self.out.write(data)
+            self.out.flush()
 
     def timestamp(self) -> str:
         now = time.time()
@@ -65,6 +104,26 @@ class _AccessOutput:
 
 _access = _AccessOutput()
 _access_log = structlog.get_logger("monolith.access")
+
+
+def flush_access_log() -> None:
+    """Write the access lines still pending (the app's shutdown calls it)."""
+    _access.flush()
+
+
+class _AfterAccessLines:
+    """structlog's output: writes the pending access lines before each line of its own."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+
+    def write(self, data: bytes) -> None:
+        if _access._pending:
+            _access.flush()
+        self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
 
 
 def log_access(
@@ -96,8 +155,7 @@ def log_access(
     rid = request_id_var.get()
     if rid is not None:
         event["request_id"] = rid
-    out.write(_encoder.encode(event) + b"\n")
-    out.flush()
+    _access.write(_encoder.encode(event) + b"\n")
 
 
 def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
@@ -119,7 +177,10 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
             structlog.processors.format_exc_info,
             _json_bytes,
         ]
-        factory: Any = structlog.BytesLoggerFactory(out.buffer)
+        _access.flush()
+        factory: Any = structlog.BytesLoggerFactory(
+            cast(BinaryIO, _AfterAccessLines(out.buffer))  # it writes and flushes, no more
+        )
         _access.out = out.buffer if level <= logging.INFO else None
     else:
         processors = [*shared, structlog.dev.ConsoleRenderer(colors=out.isatty())]

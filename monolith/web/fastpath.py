@@ -204,8 +204,9 @@ class FastPath:
                     if matches_etag(value.decode("latin-1"), copy.etag.decode("latin-1")):
                         start, body = copy.not_modified
                     break
-        # Outer layers add their headers to a message's list: each request gets its own.
-        await send({**start, "headers": [*start["headers"]]})
+        # Outer layers give a message a new list of headers (never add to the kept one), but
+        # they may set its "headers": each request gets its own message.
+        await send({**start})
         await send(body)
 
     async def _through(

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from monolith.observability.loopmon import LoopMonitor
     from monolith.observability.metrics import Metrics
 
+#: The scope's list of headers that inner layers add to the response (see ``__call__``).
+RESPONSE_HEADERS = "monolith.response_headers"
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 _WRITES = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 
@@ -90,6 +92,10 @@ class RequestContextMiddleware:
             # One deadline for the whole write request (MONOLITH_WRITE_TIMEOUT), from now.
             deadline = write_deadline.set(asyncio.get_running_loop().time() + self.write_timeout)
         rid_header = (b"x-request-id", rid.encode())
+        # Inner layers add response headers here instead of wrapping ``send`` again (the rate
+        # limiter's): one wrapper per request on the hot path.
+        added: list[tuple[bytes, bytes]] = []
+        scope[RESPONSE_HEADERS] = added  # type: ignore[literal-required]
         status = 0
         counted = self.metrics is None or kind != "http"
         started = time.perf_counter()
@@ -110,6 +116,7 @@ class RequestContextMiddleware:
                 if not counted and _is_stream(headers):
                     # A live stream lasts minutes: its latency is the time to its headers.
                     count(time.perf_counter() - started)
+                headers.extend(added)
                 headers.append(rid_header)
                 headers.extend(self.extra_headers)
                 if self.closing:

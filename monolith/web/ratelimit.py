@@ -34,6 +34,7 @@ from monolith.services import Services
 from monolith.sessions import cookie_from_header
 from monolith.web.client_ip import scope_client_ip
 from monolith.web.guards import SESSION_STATE
+from monolith.web.middleware import RESPONSE_HEADERS
 
 #: (method, path) -> the route's own limit, on top of ``api``.
 ROUTE_LIMITS = {
@@ -120,6 +121,11 @@ class RateLimitMiddleware:
             (b"ratelimit-reset", b"%d" % shown.reset),
             (b"ratelimit-policy", b"%d;w=%d" % (shown.limit, shown.period)),
         ]
+        added = scope.get(RESPONSE_HEADERS)
+        if added is not None:  # the request context adds them to the response
+            added.extend(extra)
+            await self.app(scope, receive, send)
+            return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
