@@ -85,7 +85,9 @@ class RequestContextMiddleware:
             if name == b"x-request-id":
                 rid_bytes = value
                 break
-        rid = rid_bytes.decode() if _VALID_ID.match(rid_bytes) else os.urandom(16).hex()
+        rid = (
+            rid_bytes.decode() if rid_bytes and _VALID_ID.match(rid_bytes) else os.urandom(16).hex()
+        )
         token = request_id_var.set(rid)
         deadline = None
         if self.write_timeout and scope.get("method") in _WRITES:
