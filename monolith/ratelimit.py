@@ -92,6 +92,17 @@ class RateLimiter:
         #: True while the last hit could not reach the store.
         self.degraded = False
 
+    def hit_now(self, client: str) -> Decision | None:
+        """:meth:`hit` without awaiting, when the store counts on this box (shared memory);
+        None: call :meth:`hit`."""
+        if self.degraded:
+            return None
+        try:
+            counted = self.store.hit_window_now(f"{self.name}:{client}", self.limit.period)
+        except StateUnavailable:
+            return None  # hit() counts it, and says so
+        return None if counted is None else self._decision(*counted)
+
     async def hit(self, client: str) -> Decision:
         """Count one request by ``client`` and say whether it is within the limit."""
         key = f"{self.name}:{client}"
@@ -103,6 +114,9 @@ class RateLimiter:
             if self.degraded:
                 self.degraded = False
                 log.info("rate limit counted in the store again", limit=self.name)
+        return self._decision(count, left)
+
+    def _decision(self, count: int, left: float) -> Decision:
         return Decision(
             allowed=count <= self.limit.count,
             limit=self.limit.count,

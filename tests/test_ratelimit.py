@@ -70,3 +70,21 @@ def test_named_limits_replace_their_default_only() -> None:
     assert limits["api"] == RateLimit(0, 60)
     assert limits["login"] == RateLimit(3, 3600)
     assert limits["signup"] == RateLimit(5, 60)
+
+
+async def test_a_hit_counted_without_awaiting_is_in_the_same_window(store: Store) -> None:
+    """``hit_now`` (the middleware's first try) counts in the window ``hit`` counts in; on a
+    store whose count is a round trip away it counts nothing and says so (None)."""
+    limiter = RateLimiter(store, "api", RateLimit(4, 60))
+    now = limiter.hit_now("c")
+    if store.hit_window_now("probe", 60) is None:
+        assert now is None
+        assert (await limiter.hit("c")).remaining == 3  # nothing was counted by hit_now
+        return
+    assert now is not None and now.remaining == 3
+    assert (await limiter.hit("c")).remaining == 2
+    following = limiter.hit_now("c")
+    assert following is not None and following.remaining == 1
+    assert (await limiter.hit("c")).remaining == 0
+    refused = limiter.hit_now("c")
+    assert refused is not None and not refused.allowed

@@ -310,6 +310,11 @@ class Store(NamespacedStore):
         """
         return await self._hit_window(self._prefix + "window/" + key, period)
 
+    def hit_window_now(self, key: str, period: int) -> tuple[int, float] | None:
+        """:meth:`hit_window` without awaiting, when the backend counts on this box (shared
+        memory); None when counting takes a round trip (then call :meth:`hit_window`)."""
+        return None
+
     async def _hit_window(self, key: str, period: int) -> tuple[int, float]:
         # Generic: an incr whose TTL the first hit sets. The window's end costs a second
         # round trip only the first time this process sees a window another process opened.
