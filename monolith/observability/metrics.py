@@ -27,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from monolith.files import private_dir
+from monolith.observability.values import multiprocess_value_class
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -60,8 +61,9 @@ def enable_multiprocess(directory: Path, *, wipe: bool = True) -> None:
                 mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
     os.environ[MULTIPROC_ENV] = str(directory)
     # prometheus_client picks its value class when first imported; it was imported before
-    # the directory was known, so pick again (metrics built from now on use files).
-    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    # the directory was known, so pick again (metrics built from now on use files), ours:
+    # the same files without a getpid() per increment (monolith.observability.values).
+    values.ValueClass = multiprocess_value_class()
 
 
 def _alive(pid: int) -> bool:
