@@ -22,6 +22,7 @@ def directory(tmp_path: Path) -> Iterator[Path]:
     try:
         yield where
     finally:
+        values.ValueClass.close_all()  # type: ignore[attr-defined]
         values.ValueClass = saved_class
         if saved_env is None:
             os.environ.pop(MULTIPROC_ENV, None)
