@@ -67,20 +67,16 @@ class _AccessOutput:
         self._scheduled = False
 
     def write(self, line: bytes) -> None:
-        pending = self._pending
-        pending.append(line)
-        if self._scheduled and len(pending) < self.MAX_PENDING:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (a command): at once
+        self._pending.append(line)
+        if len(self._pending) >= self.MAX_PENDING:
             self.flush()
-            return
-        if len(pending) >= self.MAX_PENDING:
-            self.flush()
-            return
-        loop.call_soon(self.flush)
-        self._scheduled = True
+        elif not self._scheduled:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (a command): at once
+                self.flush()
+            else:
+                self._scheduled = True
 
     def flush(self) -> None:
         """Write the pending access lines now."""

@@ -313,6 +313,9 @@ class Store(NamespacedStore):
     def hit_window_now(self, key: str, period: int) -> tuple[int, float] | None:
         """:meth:`hit_window` without awaiting, when the backend counts on this box (shared
         memory); None when counting takes a round trip (then call :meth:`hit_window`)."""
+        return self._hit_window_now(self._prefix + "window/" + key, period)
+
+    def _hit_window_now(self, key: str, period: int) -> tuple[int, float] | None:
         return None
 
     async def _hit_window(self, key: str, period: int) -> tuple[int, float]:

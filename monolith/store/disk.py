@@ -352,19 +352,16 @@ class DiskStore(Store):
 
         return await self._write(incr)
 
-    def hit_window_now(self, key: str, period: int) -> tuple[int, float] | None:
+    def _hit_window_now(self, key: str, period: int) -> tuple[int, float] | None:
         # Shared memory instead of a SQLite write per request (see monolith.store.windows).
         # None when every slot of this key's run is taken: _hit_window counts in SQLite.
         try:
-            return self._windows.hit(self._prefix + "window/" + key, period, time.time())
+            return self._windows.hit(key, period, time.time())
         except OSError as exc:
             raise CacheUnavailable(f"the rate-limit table cannot be used: {exc}") from exc
 
     async def _hit_window(self, key: str, period: int) -> tuple[int, float]:
-        try:
-            counted = self._windows.hit(key, period, time.time())
-        except OSError as exc:
-            raise CacheUnavailable(f"the rate-limit table cannot be used: {exc}") from exc
+        counted = self._hit_window_now(key, period)
         if counted is None:  # every slot of this key's run is taken: count in SQLite instead
             return await super()._hit_window(key, period)
         return counted

@@ -24,9 +24,10 @@ session, answers 503 itself).
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from typing import Any
 
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from monolith.errors import StateUnavailable
 from monolith.ratelimit import RateLimiter
@@ -86,9 +87,8 @@ class RateLimitMiddleware:
                 await self.app(scope, receive, send)
                 return
         try:
-            client = self._client_now(scope)
-            if client is None:
-                client = await self._client(scope)
+            found = self._client(scope)
+            client = found if isinstance(found, str) else await found
             decisions = []
             for limiter in limiters:
                 decision = limiter.hit_now(client)  # shared memory: no await
@@ -126,39 +126,27 @@ class RateLimitMiddleware:
             (b"ratelimit-reset", b"%d" % shown.reset),
             (b"ratelimit-policy", b"%d;w=%d" % (shown.limit, shown.period)),
         ]
-        added = scope.get(RESPONSE_HEADERS)
-        if added is not None:  # the request context adds them to the response
-            added.extend(extra)
-            await self.app(scope, receive, send)
-            return
+        scope[RESPONSE_HEADERS].extend(extra)  # the request context (outside) sends them
+        await self.app(scope, receive, send)
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-    def _client_now(self, scope: Scope) -> str | None:
-        """The client of a request without a cookie (its address); None: see :meth:`_client`."""
-        for name, _ in scope["headers"]:
-            if name == b"cookie":
-                return None
-        return "ip:" + scope_client_ip(scope, self.trusted)
-
-    async def _client(self, scope: Scope) -> str:
+    def _client(self, scope: Scope) -> Awaitable[str] | str:
+        """The signed-in user or the address; a coroutine only when a cookie must be read."""
         for name, value in scope["headers"]:
             if name == b"cookie":
-                cookie = cookie_from_header(value.decode("latin-1"))
-                if cookie is not None:
-                    try:
-                        session = await self.svc.sessions.load(cookie)
-                    except StateUnavailable:
-                        break  # the store is away: counted by address; routes decide
-                    scope.setdefault("state", {})[SESSION_STATE] = session
-                    if session is not None:
-                        return f"user:{session.user_id}"
-                break
+                return self._session_client(scope, value)
+        return "ip:" + scope_client_ip(scope, self.trusted)
+
+    async def _session_client(self, scope: Scope, header: bytes) -> str:
+        cookie = cookie_from_header(header.decode("latin-1"))
+        if cookie is not None:
+            try:
+                session = await self.svc.sessions.load(cookie)
+            except StateUnavailable:
+                session = None  # the store is away: counted by address; routes decide
+            else:
+                scope.setdefault("state", {})[SESSION_STATE] = session
+            if session is not None:
+                return f"user:{session.user_id}"
         return "ip:" + scope_client_ip(scope, self.trusted)
 
 
