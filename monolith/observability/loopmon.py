@@ -10,6 +10,15 @@ stalls every request of that process. Two parts watch for it:
   request in it (registered by the request middleware through :meth:`LoopMonitor.enter`)
   names the route, the innermost frame names the code. It logs one warning per block.
 
+A late beat is not always the loop's own doing: on a busy box the loop thread may wait for a
+CPU, and a stopped or frozen process (SIGSTOP, a paused VM) runs no thread at all. Neither is
+code holding the loop, and a warning naming whatever line happened to be current would send
+its reader after innocent code. So the watchdog asks the kernel about the loop thread (Linux:
+its CPU time, and whether it sleeps in a call) and holds its warning while the loop thread is
+runnable but not running, or while the watchdog itself was kept from running and the loop
+thread was not busy meanwhile; it looks again at its next tick, and a block that goes on is
+reported then.
+
 The watchdog reads other threads' frames (as a sampling profiler does) and never touches
 the loop. Neither part may raise into the app.
 """
@@ -78,6 +87,7 @@ class LoopMonitor:
         self.armed = True
         self._beat = time.monotonic()
         self._loop_thread = 0
+        self._loop_native = 0
         self._task: asyncio.Task[None] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,6 +110,7 @@ class LoopMonitor:
 
     async def start(self) -> None:
         self._loop_thread = threading.get_ident()
+        self._loop_native = threading.get_native_id()
         self._beat = time.monotonic()
         self._stop.clear()
         self._task = asyncio.get_running_loop().create_task(self._ticker(), name="loop-monitor")
@@ -140,18 +151,30 @@ class LoopMonitor:
     # -- the watchdog thread ---------------------------------------------------------------
 
     def _watchdog(self) -> None:
+        thread = _ThreadLook(self._loop_thread, self._loop_native)
         reported_beat = 0.0
-        while not self._stop.wait(self.tick):
-            beat = self._beat
-            if not self.armed:
-                continue
-            if beat == reported_beat or time.monotonic() - beat < self.block_after:
-                continue
-            reported_beat = beat  # one warning per block
-            try:
-                self._report(time.monotonic() - beat)
-            except Exception:  # noqa: S110 - a diagnostic must never take the process down
-                pass
+        woke = time.monotonic()
+        seen = thread.look()
+        try:
+            while not self._stop.wait(self.tick):
+                now = time.monotonic()
+                interval, woke = now - woke, now
+                look, before = thread.look(), seen
+                seen = look
+                beat = self._beat
+                if not self.armed:
+                    continue
+                if beat == reported_beat or now - beat < self.block_after:
+                    continue
+                if not _held(look, before, interval, self.tick):
+                    continue  # not the loop's code: look again at the next tick
+                reported_beat = beat  # one warning per block
+                try:
+                    self._report(now - beat)
+                except Exception:  # noqa: S110 - a diagnostic must never take the process down
+                    pass
+        finally:
+            thread.close()
 
     def _report(self, blocked: float) -> None:
         frame = sys._current_frames().get(self._loop_thread)
@@ -174,3 +197,54 @@ class LoopMonitor:
         )
         if self.on_block is not None:
             self.on_block(route or "none")
+
+
+class _ThreadLook:
+    """Another thread as the kernel sees it: its CPU seconds so far, and whether it sleeps in
+    a call (Linux ``/proc``; elsewhere only what the watchdog's own timing says)."""
+
+    def __init__(self, ident: int, native_id: int) -> None:
+        self._clock: int | None = None
+        self._stat = -1
+        with contextlib.suppress(AttributeError, OSError):
+            self._clock = time.pthread_getcpuclockid(ident)
+        with contextlib.suppress(OSError):
+            self._stat = os.open(f"/proc/self/task/{native_id}/stat", os.O_RDONLY)
+
+    def look(self) -> tuple[float, bool] | None:
+        """``(CPU seconds, sleeping in a call)``, or None where the kernel does not say."""
+        if self._clock is None or self._stat < 0:
+            return None
+        try:
+            cpu = time.clock_gettime(self._clock)
+            state = os.pread(self._stat, 512, 0).rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return None
+        return cpu, state in (b"S", b"D")
+
+    def close(self) -> None:
+        if self._stat >= 0:
+            os.close(self._stat)
+            self._stat = -1
+
+
+def _held(
+    look: tuple[float, bool] | None,
+    before: tuple[float, bool] | None,
+    interval: float,
+    tick: float,
+) -> bool:
+    """Whether a late beat is code holding the loop, judged on the watchdog's last interval.
+
+    - The watchdog itself woke late (it slept ``interval`` for a ``tick``): the process was
+      off the CPU, or a C call held the GIL. Held only if the loop thread was busy for most
+      of that time (the C call); a stopped or starved process is not.
+    - It woke in time: held if the loop thread sleeps in a call (``time.sleep``, a blocking
+      socket) or ran; a thread that is runnable but barely ran waits for a CPU.
+    """
+    cpu = None if look is None or before is None else look[0] - before[0]
+    if interval > 2 * tick:
+        return cpu is not None and cpu >= interval / 2
+    if look is None or cpu is None:
+        return True
+    return look[1] or cpu >= tick / 4
