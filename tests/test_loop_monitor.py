@@ -195,7 +195,7 @@ def test_a_stopped_process_is_not_a_blocked_loop() -> None:
 
 
 def test_a_loop_waiting_for_a_cpu_is_not_a_blocked_loop() -> None:
-    """A busy box: the loop thread is runnable but gets no CPU for 0.8 s (a real-time busy
+    """A busy box: the loop thread is runnable but gets no CPU for 0.5 s (a real-time busy
     process on its CPU), while its watchdog runs on another CPU. Lag, but no one to blame."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
@@ -213,7 +213,7 @@ def test_a_loop_waiting_for_a_cpu_is_not_a_blocked_loop() -> None:
                 "-c",
                 f"import os, time\nos.sched_setaffinity(0, {{{loop_cpu}}})\n"
                 "os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))\n"
-                "end = time.monotonic() + 0.8\nwhile time.monotonic() < end: pass\n",
+                "end = time.monotonic() + 0.5\nwhile time.monotonic() < end: pass\n",
             ],
             stderr=subprocess.PIPE,
             text=True,
