@@ -609,7 +609,7 @@ class JobQueue(abc.ABC):
 
     async def stats(self) -> QueueStats:
         now = time.time()
-        rows = await self.db.fetch_all(_counts())
+        rows = await self.db.fetch_all(counts_sql())
         counts = dict.fromkeys(STATES, 0) | {row[0]: int(row[1]) for row in rows}
         oldest = await self.db.fetch_val(
             "SELECT MIN(run_at) FROM jobs WHERE state = 'queued' AND run_at <= ? AND NOT "
@@ -645,7 +645,7 @@ class JobQueue(abc.ABC):
 
     async def queue_states(self) -> Sequence[QueueState]:
         """Every queue that has jobs or was ever paused, by name."""
-        rows = await self.db.fetch_all(_counts(per_queue=True))
+        rows = await self.db.fetch_all(counts_sql(per_queue=True))
         paused = {
             row[0]: bool(row[1])
             for row in await self.db.fetch_all("SELECT name, paused FROM job_queues")
@@ -670,7 +670,7 @@ class JobQueue(abc.ABC):
 _NOT_PAUSED = "queue NOT IN (SELECT name FROM job_queues WHERE paused)"
 
 
-def _counts(per_queue: bool = False) -> str:
+def counts_sql(per_queue: bool = False) -> str:
     """Jobs per state (and per queue, as a last column), each part read from the partial
     index of its states: queued ones from jobs_claim, running ones from jobs_running, finished
     ones (every one has finished_at) from jobs_finished. No index that a claim could use
@@ -702,4 +702,5 @@ __all__ = [
     "QueueState",
     "QueueStats",
     "RunnerInfo",
+    "counts_sql",
 ]

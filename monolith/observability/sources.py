@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from monolith.jobqueue.base import STATES
+from monolith.jobqueue.base import STATES, counts_sql
 from monolith.replication.standby import behind, read_standby
 from monolith.replication.status import current_lag, read_status
 from monolith.replication.status import running as is_running
@@ -47,7 +47,8 @@ async def job_families(jobs: Any) -> Iterable[Metric]:
         depth.add_metric([queue], count)
         oldest.add_metric([queue], max(0.0, now - first))
     counts = dict.fromkeys(STATES, 0)
-    for r in await jobs.db.fetch_all("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+    # Each state from its partial index (a table scan took 145 ms a scrape at 300,000 done jobs).
+    for r in await jobs.db.fetch_all(counts_sql()):
         counts[str(r[0])] = int(r[1])
     for state, count in counts.items():
         by_state.add_metric([state], count)
