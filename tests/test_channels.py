@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from monolith.channels import ChannelsBackend, open_channels, scope, supports_history
-from monolith.channels.database import DatabaseChannelsBackend
+from monolith.channels.database import TRIM_BATCH, DatabaseChannelsBackend
 from monolith.database.migrate import migrate
 from monolith.db import Database, open_database
 from monolith.errors import ConfigError
@@ -222,6 +222,39 @@ async def test_database_channels_trim_messages_past_retention(db: Database) -> N
         rows = await db.fetch_all("SELECT payload FROM channel_messages ORDER BY id")
         assert [bytes(r[0]) for r in rows] == [b"new"]
         assert await backend.get_history("foo") == [b"new"]
+    finally:
+        await backend.on_shutdown()
+
+
+async def test_a_trim_deletes_a_bounded_batch_and_the_next_publishes_catch_up(
+    db: Database,
+) -> None:
+    """A trim runs inside a publisher's write transaction, which every other write of the box
+    waits for: it deletes at most TRIM_BATCH messages, and the publishes after it trim the
+    rest, oldest first, until nothing aged out is left."""
+    backend = DatabaseChannelsBackend(db, retention=60, trim_every=3600)
+    await backend.on_startup()
+    try:
+        await backend.publish(b"first", ["foo"])  # trims (nothing yet), then not for an hour
+        aged = 2 * TRIM_BATCH + TRIM_BATCH // 2
+        async with db.transaction() as tx:
+            for _ in range(aged):
+                await backend.publish_in(tx, b"old", ["foo"])
+        async with db.transaction() as tx:  # as if published two minutes ago
+            await tx.execute("UPDATE channel_messages SET created_at = ?", (time.time() - 120,))
+        backend._last_trim = 0.0  # a trim is due
+        counts = []
+        for _ in range(4):
+            await backend.publish(b"new", ["foo"])
+            counts.append(await db.fetch_val("SELECT COUNT(*) FROM channel_messages"))
+        # 1 + aged old rows; each publish adds one new row and deletes at most a batch.
+        assert counts == [
+            1 + aged + 1 - TRIM_BATCH,
+            1 + aged + 2 - 2 * TRIM_BATCH,
+            3,  # the last old ones (fewer than a batch) went: only the new rows are left
+            4,  # and with nothing more due, trims wait for trim_every again
+        ], counts
+        assert await backend.get_history("foo") == [b"new"] * 4
     finally:
         await backend.on_shutdown()
 
