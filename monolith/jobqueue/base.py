@@ -609,8 +609,7 @@ class JobQueue(abc.ABC):
 
     async def stats(self) -> QueueStats:
         now = time.time()
-        rows = await self.db.fetch_all(counts_sql())
-        counts = dict.fromkeys(STATES, 0) | {row[0]: int(row[1]) for row in rows}
+        counts = await state_counts(self.db)
         oldest = await self.db.fetch_val(
             "SELECT MIN(run_at) FROM jobs WHERE state = 'queued' AND run_at <= ? AND NOT "
             "EXISTS (SELECT 1 FROM job_queues WHERE job_queues.name = jobs.queue AND paused)",
@@ -645,7 +644,7 @@ class JobQueue(abc.ABC):
 
     async def queue_states(self) -> Sequence[QueueState]:
         """Every queue that has jobs or was ever paused, by name."""
-        rows = await self.db.fetch_all(counts_sql(per_queue=True))
+        rows = await self.db.fetch_all(_counts(per_queue=True))
         paused = {
             row[0]: bool(row[1])
             for row in await self.db.fetch_all("SELECT name, paused FROM job_queues")
@@ -670,7 +669,7 @@ class JobQueue(abc.ABC):
 _NOT_PAUSED = "queue NOT IN (SELECT name FROM job_queues WHERE paused)"
 
 
-def counts_sql(per_queue: bool = False) -> str:
+def _counts(per_queue: bool = False) -> str:
     """Jobs per state (and per queue, as a last column), each part read from the partial
     index of its states: queued ones from jobs_claim, running ones from jobs_running, finished
     ones (every one has finished_at) from jobs_finished. No index that a claim could use
@@ -683,6 +682,12 @@ def counts_sql(per_queue: bool = False) -> str:
         f"UNION ALL SELECT state, COUNT(*){col} FROM jobs WHERE finished_at IS NOT NULL "
         f"AND state NOT IN ('queued', 'running') GROUP BY state{col}"
     )
+
+
+async def state_counts(db: Database) -> dict[str, int]:
+    """Jobs in each state (every state present, 0 when none), from the partial indexes."""
+    rows = await db.fetch_all(_counts())
+    return dict.fromkeys(STATES, 0) | {str(row[0]): int(row[1]) for row in rows}
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -702,5 +707,5 @@ __all__ = [
     "QueueState",
     "QueueStats",
     "RunnerInfo",
-    "counts_sql",
+    "state_counts",
 ]

@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from monolith.jobqueue.base import STATES, counts_sql
+from monolith.jobqueue.base import state_counts
 from monolith.replication.standby import behind, read_standby
 from monolith.replication.status import current_lag, read_status
 from monolith.replication.status import running as is_running
@@ -46,11 +46,8 @@ async def job_families(jobs: Any) -> Iterable[Metric]:
         count, first = found.get(queue, (0, now))
         depth.add_metric([queue], count)
         oldest.add_metric([queue], max(0.0, now - first))
-    counts = dict.fromkeys(STATES, 0)
-    # Each state from its partial index (a table scan took 145 ms a scrape at 300,000 done jobs).
-    for r in await jobs.db.fetch_all(counts_sql()):
-        counts[str(r[0])] = int(r[1])
-    for state, count in counts.items():
+    # From the partial indexes (a table scan took 145 ms a scrape at 300,000 done jobs).
+    for state, count in (await state_counts(jobs.db)).items():
         by_state.add_metric([state], count)
     return [depth, oldest, by_state]
 
