@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -262,5 +264,48 @@ async def test_sqlite_wal_is_checkpointed_off_the_commit(tmp_path: Path) -> None
             async with db.transaction() as tx:  # later commits start the next checkpoint
                 await tx.execute("INSERT INTO blobs (b) VALUES (?)", (bytes(10),))
             await asyncio.sleep(0.05)
+    finally:
+        await db.stop()
+
+
+async def test_sqlite_a_write_goes_off_the_loop_when_often_slow_not_when_slow_now_and_then(
+    tmp_path: Path,
+) -> None:
+    """A write statement runs on the loop's thread until it is often slow. One that a garbage
+    collection or a page fault makes slow a few times among thousands of quick runs stays
+    there (sent to the writer's thread, each run would hold the box's write lock across a
+    thread hop); one that is slow every time goes to the writer's thread after a few runs."""
+    db = open_database(f"sqlite:///{tmp_path / 't.db'}")
+    await db.start()
+    ran_on: list[threading.Thread] = []
+
+    def burn(ms: float) -> int:
+        ran_on.append(threading.current_thread())
+        end = time.thread_time() + ms / 1000
+        while time.thread_time() < end:
+            pass
+        return 0
+
+    try:
+        writer = db._writer  # type: ignore[attr-defined]
+        await writer.create_function("burn", 1, burn)
+        async with db.transaction() as tx:
+            await tx.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+            await tx.execute("INSERT INTO t (id, v) VALUES (1, 0)")
+        loop_thread = threading.current_thread()
+
+        for i in range(400):  # 3 ms of CPU on every 20th run: slow now and then
+            ms = 3 if i % 20 == 0 else 0
+            async with db.transaction() as tx:
+                await tx.execute("UPDATE t SET v = burn(?) WHERE id = 1", (ms,))
+        assert len(ran_on) == 400 and all(t is loop_thread for t in ran_on)
+
+        ran_on.clear()
+        for _ in range(10):  # slow every time
+            async with db.transaction() as tx:
+                await tx.execute("UPDATE t SET v = burn(?) + 1 WHERE id = 1", (3,))
+        assert all(t is loop_thread for t in ran_on[:3])
+        assert not any(t is loop_thread for t in ran_on[3:]), "a slow write kept the loop"
+        assert await db.fetch_val("SELECT v FROM t WHERE id = 1") == 1
     finally:
         await db.stop()

@@ -81,11 +81,20 @@ _STEP_US = 50
 #: How long a BEGIN IMMEDIATE that met another program's lock sleeps before it tries again
 #: (doubling up to the last); the box's own processes never meet it (they queue in writelock).
 _BEGIN_RETRY = (0.001, 0.05)
-#: A statement of a write transaction that used more CPU than this (ms) runs on the writer's
-#: thread from then on, so a long one never holds the loop. CPU time, not wall time: a write
-#: preempted on a busy machine is not a slow statement.
+#: A statement of a write transaction that is *often* slow (more CPU than _SLOW_WRITE_MS in
+#: at least _SLOW_WRITE_RUNS runs and one run in _SLOW_WRITE_SHARE of its recent ones) runs
+#: on the writer's thread from then on, so a long one never holds the loop. CPU time, not
+#: wall time: a write preempted on a busy machine is not a slow statement. And a share, not a
+#: count: a 5 µs statement that a garbage collection or a page fault made slow three times in
+#: an hour is still a 5 µs statement. Counted that way, the publish's UPDATE of the channel
+#: head (two per order) went to the thread within 10 s of an order load, and each of its runs
+#: then held the box's write lock across a thread hop (~200 µs): throughput fell by a third
+#: as statement after statement followed it.
 _SLOW_WRITE_MS = 1.0
 _SLOW_WRITE_RUNS = 3
+_SLOW_WRITE_SHARE = 4
+#: A statement's counts are halved every this many runs: "recent" runs.
+_WRITE_RUNS_WINDOW = 1000
 #: Commits of this process between two checkpoints (see the module doc); SQLite's own
 #: autocheckpoint runs at 1,000 WAL pages, which an order's few pages reach in ~150 commits.
 _CHECKPOINT_EVERY = 100
@@ -223,7 +232,7 @@ class SQLiteDatabase(Database):
         self._sync_steps = 0
         self._slow: set[str] = set()  # statements that ran past the budget: reader threads
         self._slow_writes: set[str] = set()  # ... and writes that did: the writer's thread
-        self._slow_write_runs: dict[str, int] = {}  # how often each write was slow
+        self._write_runs: dict[str, list[int]] = {}  # each write's recent [runs, slow runs]
         # With NORMAL (or OFF) a WAL commit never fsyncs: it runs on the loop (module doc).
         self._commit_on_loop = self.synchronous in ("NORMAL", "OFF")
         self._commits = 0
@@ -364,15 +373,24 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as exc:
             raise translate(exc) from exc
         seconds = time.perf_counter() - started
-        if (time.thread_time() - cpu) * 1000 > _SLOW_WRITE_MS:
+        slow = (time.thread_time() - cpu) * 1000 > _SLOW_WRITE_MS
+        counts = self._write_runs.get(sql)
+        if counts is None:
+            if len(self._write_runs) >= 1000:  # statements built with values in their text
+                self._write_runs.clear()
+            counts = self._write_runs[sql] = [0, 0]
+        counts[0] += 1
+        if slow:
             # Slow once proves little (a statement's first run parses it and may load the
-            # schema): the third time it goes to the thread.
-            times = self._slow_write_runs[sql] = self._slow_write_runs.get(sql, 0) + 1
-            if times >= _SLOW_WRITE_RUNS:
+            # schema): it goes to the thread once it is slow often (see _SLOW_WRITE_SHARE).
+            counts[1] += 1
+            if counts[1] >= _SLOW_WRITE_RUNS and counts[1] * _SLOW_WRITE_SHARE >= counts[0]:
                 if len(self._slow_writes) >= 1000:
                     self._slow_writes.clear()
-                    self._slow_write_runs.clear()
                 self._slow_writes.add(sql)
+        elif counts[0] >= _WRITE_RUNS_WINDOW:
+            counts[0] //= 2
+            counts[1] //= 2
         self._observe(sql, seconds, result if isinstance(result, int) else len(result))  # type: ignore[arg-type]
         return result
 
