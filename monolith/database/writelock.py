@@ -39,6 +39,7 @@ import fcntl
 import itertools
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from queue import SimpleQueue
 
@@ -63,7 +64,7 @@ class BoxWriteLock:
         self._pending: _Grant | None = None
         self.held = False
         #: The waiting thread's inbox: one blocking wait at a time (see _wait_in_thread).
-        self._inbox: SimpleQueue[_Wait | None] | None = None
+        self._inbox: SimpleQueue[Callable[[], None] | None] | None = None
 
     def open(self) -> None:
         if self._fds is None:
@@ -142,9 +143,23 @@ class BoxWriteLock:
         """Hand one blocking wait to the waiting thread. At most one is ever outstanding
         (``_pending``), so the thread's waits never overlap."""
         grant = _Grant()
+        loop = asyncio.get_running_loop()
+
+        def wait() -> None:
+            error: BaseException | None = None
+            try:
+                if not queued:
+                    fcntl.flock(queue, fcntl.LOCK_EX)
+                fcntl.flock(writer, fcntl.LOCK_EX)
+                fcntl.flock(queue, fcntl.LOCK_UN)
+            except BaseException as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # a closed loop: the process is going
+                loop.call_soon_threadsafe(self._deliver, grant, error)
+
         if self._inbox is None:
             self._inbox = _start_waiting_thread()
-        self._inbox.put(_Wait(asyncio.get_running_loop(), self, grant, writer, queue, queued))
+        self._inbox.put(wait)
         return grant
 
     def _deliver(self, grant: _Grant, error: BaseException | None) -> None:
@@ -164,45 +179,12 @@ class BoxWriteLock:
 _TOO_LATE = "another process held the database's write lock past this write's deadline"
 
 
-class _Wait:
-    """One blocking wait for the waiting thread: take the line unless already in it, then the
-    writer lock, leave the line; then tell the loop (``_deliver``), error or not."""
-
-    __slots__ = ("grant", "lock", "loop", "queue", "queued", "writer")
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        lock: BoxWriteLock,
-        grant: _Grant,
-        writer: int,
-        queue: int,
-        queued: bool,
-    ) -> None:
-        self.loop, self.lock, self.grant = loop, lock, grant
-        self.writer, self.queue, self.queued = writer, queue, queued
-
-    def run(self) -> None:
-        error: BaseException | None = None
-        try:
-            if not self.queued:
-                fcntl.flock(self.queue, fcntl.LOCK_EX)
-            fcntl.flock(self.writer, fcntl.LOCK_EX)
-            fcntl.flock(self.queue, fcntl.LOCK_UN)
-        except BaseException as exc:
-            error = exc
-        try:
-            self.loop.call_soon_threadsafe(self.lock._deliver, self.grant, error)
-        except RuntimeError:  # the loop is closed: the process is going, and its locks with it
-            pass
-
-
-def _start_waiting_thread() -> SimpleQueue[_Wait | None]:
-    inbox: SimpleQueue[_Wait | None] = SimpleQueue()
+def _start_waiting_thread() -> SimpleQueue[Callable[[], None] | None]:
+    inbox: SimpleQueue[Callable[[], None] | None] = SimpleQueue()
 
     def serve() -> None:
         while (wait := inbox.get()) is not None:
-            wait.run()
+            wait()
             del wait  # hold no loop, lock or grant while idle
 
     threading.Thread(target=serve, name="sqlite-write-lock", daemon=True).start()
