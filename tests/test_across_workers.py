@@ -62,6 +62,25 @@ async def create_product(client: httpx.AsyncClient, name: str, stock: int = 5) -
     return dict(r.json())
 
 
+async def test_request_ids_made_by_either_worker_never_repeat(server: ServerProcess) -> None:
+    """A request without an ``X-Request-ID`` gets one made by its worker from the process's
+    own random generator (no system call on the hot path). Each worker seeds it anew, so two
+    workers started from one parent never hand out the same ids."""
+    first, first_pid = await pinned(server)
+    second, _ = await pinned(server, avoid=first_pid)
+    seen: list[str] = []
+    try:
+        for _ in range(200):
+            for client in (first, second):
+                rid = (await client.get("/health/live")).headers["x-request-id"]
+                assert len(rid) == 32 and int(rid, 16) >= 0
+                seen.append(rid)
+    finally:
+        await first.aclose()
+        await second.aclose()
+    assert len(set(seen)) == len(seen) == 400
+
+
 # -- live events ---------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ checks that the sentinel comes next.
 from __future__ import annotations
 
 import asyncio
+import random
 import subprocess
 import sys
 import time
@@ -144,6 +145,40 @@ async def test_shutdown_with_undelivered_messages_returns(make: Make) -> None:
     await backend.publish(b"left over", ["foo"])
     await asyncio.wait_for(backend.on_shutdown(), CEILING)
     await backend.on_startup()  # the fixture shuts it down again
+
+
+async def test_a_stream_cancelled_at_any_point_stops(backend: ChannelsBackend) -> None:
+    """A worker's shutdown cancels its event stream wherever it is: waiting for a message or
+    in the middle of reading one. A stream that took the cancellation for an outage (redis-py
+    turned one into a connection error for the store lock's keeper) would retry for good,
+    and the shutdown waiting for it would hang. 200 cancels at random points while messages
+    flow."""
+    await backend.subscribe(["foo"])
+    rng = random.Random(17)
+    flowing = True
+
+    async def publish() -> None:
+        while flowing:
+            await backend.publish(b"x", ["foo"])
+            await asyncio.sleep(0.001)
+
+    async def consume() -> None:
+        async with aclosing(backend.stream_messages()) as stream:  # type: ignore[attr-defined]
+            async for _ in stream:
+                pass
+
+    publisher = asyncio.create_task(publish())
+    try:
+        for _ in range(200):
+            consumer = asyncio.create_task(consume())
+            await asyncio.sleep(rng.uniform(0, 0.01))
+            consumer.cancel()
+            done, _ = await asyncio.wait([consumer], timeout=CEILING)
+            assert done, "the stream went on after its cancel: a shutdown would hang"
+            assert consumer.cancelled()
+    finally:
+        flowing = False
+        await publisher
 
 
 async def test_messages_arrive_in_publish_order(backend: ChannelsBackend) -> None:

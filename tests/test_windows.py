@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,33 @@ async def test_the_disk_store_counts_windows_in_the_table(tmp_path: Path) -> Non
         assert (tmp_path / "cache" / "windows.bin").exists()
     finally:
         await store.stop()
+
+
+def _hammer(path: str, hits: int, start: object, out: object) -> None:
+    table = WindowTable(Path(path))
+    start.wait()  # type: ignore[attr-defined]
+    counts = [table.hit("one client", 3600, now=1000.0)[0] for _ in range(hits)]  # type: ignore[index]
+    table.close()
+    out.put(counts)  # type: ignore[attr-defined]
+
+
+def test_processes_hitting_one_key_at_once_lose_no_hit(tmp_path: Path) -> None:
+    """Four processes count one client's hits at the same moment (the bench's case: every
+    request from one address, answered by several workers). A hit first tries the run's lock
+    without waiting; whichever way it gets it, every hit gets its own count: no count seen
+    twice (a lost update), none missing."""
+    context = multiprocessing.get_context("spawn")
+    start, out = context.Barrier(4), context.Queue()
+    hits = 3000
+    workers = [
+        context.Process(target=_hammer, args=(str(tmp_path / "w.bin"), hits, start, out))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        seen = [count for _ in workers for count in out.get(timeout=120)]
+    finally:
+        for worker in workers:
+            worker.join(timeout=30)
+    assert sorted(seen) == list(range(1, 4 * hits + 1))

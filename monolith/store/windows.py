@@ -6,6 +6,14 @@ SQLite's busy handler *sleeps* on the event loop thread while it waits). Here a 
 byte-range ``lockf`` on a few slots, a read and a write in shared memory, and an unlock:
 ~5 µs, and a waiting process is woken by the kernel as soon as the lock is free.
 
+A run's lock is held for a few microseconds, never across anything that can block. One
+client's requests, answered by two workers at once, meet on the same run; a worker that
+waits in ``F_SETLKW`` sleeps, and on a busy box the wake-up can take longer than the hold.
+So a hit first tries ``SPINS`` times without waiting (``LOCK_NB``: a failed try is one system
+call) and only then waits. Measured on the cached catalog at saturation, two workers, one
+client: 77 µs of CPU per request waiting at once, 71-72 µs trying ten times first (the lock
+taken away entirely, for comparison: 68 µs).
+
 Layout: ``SLOTS`` slots of 32 bytes (key hash, window start, count, period). A key hashes to
 a run of ``PROBE`` adjacent slots, locked together; it takes the slot holding its hash, else
 the first empty or expired one. When every slot of the run is live with other keys (a full
@@ -43,12 +51,25 @@ _SIZE = _SLOT.size
 FILE_SIZE = SLOTS * _SIZE
 #: Seconds between two looks for a deleted or replaced file (see the module docstring).
 RECHECK = 1.0
+#: Tries to take a run's lock without sleeping before waiting for it (module docstring).
+SPINS = 10
 
 
 def _allocated(fd: int) -> bool:
     """Whether the file is full size with its blocks on disk (not sparse)."""
     st = os.fstat(fd)
     return st.st_size >= FILE_SIZE and st.st_blocks * 512 >= FILE_SIZE
+
+
+def _lock(fd: int, length: int, start: int) -> None:
+    """Take the slots' lock: try ``SPINS`` times without waiting, then wait (module docstring)."""
+    for _ in range(SPINS):
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, start)
+            return
+        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process has it
+            pass
+    fcntl.lockf(fd, fcntl.LOCK_EX, length, start)
 
 
 class WindowTable:
@@ -120,7 +141,7 @@ class WindowTable:
         first = h % (SLOTS - PROBE)
         offset = first * _SIZE
         fd, table = self._current()
-        fcntl.lockf(fd, fcntl.LOCK_EX, PROBE * _SIZE, offset)
+        _lock(fd, PROBE * _SIZE, offset)
         try:
             free = -1
             for i in range(PROBE):

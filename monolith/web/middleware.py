@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import sys
 import time
@@ -85,8 +86,14 @@ class RequestContextMiddleware:
             if name == b"x-request-id":
                 rid_bytes = value
                 break
+        # A made id is 128 random bits from the process's own generator, which the random
+        # module seeds anew in every forked worker: os.urandom would let go of the GIL, and
+        # under load every release is a hand-over to granian's thread and back (see
+        # monolith.store.gilcalls). An id names a request in the logs; it is no secret.
         rid = (
-            rid_bytes.decode() if rid_bytes and _VALID_ID.match(rid_bytes) else os.urandom(16).hex()
+            rid_bytes.decode()
+            if rid_bytes and _VALID_ID.match(rid_bytes)
+            else f"{random.getrandbits(128):032x}"
         )
         token = request_id_var.set(rid)
         deadline = None
