@@ -87,9 +87,9 @@ class RequestContextMiddleware:
                 rid_bytes = value
                 break
         # A made id is 128 random bits from the process's own generator, which the random
-        # module seeds anew in every forked worker: os.urandom would let go of the GIL, and
-        # under load every release is a hand-over to granian's thread and back (see
-        # monolith.store.gilcalls). An id names a request in the logs; it is no secret.
+        # module seeds anew in every forked worker: os.urandom is a system call per request,
+        # and under load those cost several µs each (docs/BENCHMARKS.md, "The hot paths").
+        # An id names a request in the logs; it is no secret.
         rid = (
             rid_bytes.decode()
             if rid_bytes and _VALID_ID.match(rid_bytes)
